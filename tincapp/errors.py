@@ -1,0 +1,46 @@
+"""The project's typed errors. Everything a peer or a file can make us fail on is one of these."""
+
+
+class TincappError(Exception):
+    """Base class of every error tincapp raises on purpose."""
+
+
+class SodiumLoadError(TincappError):
+    """libsodium (PyNaCl's bundled copy) or one of its symbols could not be found."""
+
+
+class WireError(TincappError):
+    """Bytes from the network do not parse: raised by deep parsers, converted at the core."""
+
+
+class SptpsError(TincappError):
+    """An SPTPS session refused input or output; the session stays in a defined state."""
+
+
+class DecryptError(SptpsError):
+    """A record failed authentication (tinc: "Failed to decrypt and verify ...")."""
+
+
+class ReplayError(SptpsError):
+    """A datagram was authentic but late, replayed or too far in the future."""
+
+
+class HandshakeError(SptpsError):
+    """A handshake record was malformed, unexpected or carried a bad signature."""
+
+
+class SequenceExhaustedError(SptpsError):
+    """Sending would reuse a nonce under the current key: a rekey must finish first."""
+
+
+class KeyFileError(TincappError):
+    """A key file or key string is malformed, of the wrong length or unreadable."""
+
+
+class RemoteProtocolError(TincappError):
+    """A peer broke the protocol; names the peer and the reason."""
+
+    def __init__(self, peer, reason):
+        super().__init__(f"{peer}: {reason}")
+        self.peer = peer
+        self.reason = reason
