@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Build everything from a fresh checkout: the venv with pinned dependencies, the Cython
+# extensions (in place), and the one-file binary dist/tincapp. Idempotent: steps whose inputs
+# did not change are skipped. Used by `make`, `make test` and CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+    # Debian packages the build needs; installed only when missing.
+    local missing=()
+    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+if ! command -v "$PYTHON" >/dev/null; then apt_install python3; fi
+if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3-venv; fi
+command -v cc >/dev/null || apt_install gcc
+"$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    || apt_install python3-dev
+
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.requirements.sha256"
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing pinned Python packages"
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$VENV/bin/python" -m pip install -q -r requirements.txt
+    echo "$want" > "$stamp"
+fi
+
+log "building Cython extensions"
+"$VENV/bin/python" setup.py -q build_ext --inplace >/dev/null
+
+if [ "${TINCAPP_SKIP_FREEZE:-0}" != 1 ]; then
+    newest_src=$(find tincapp pyx packaging -newer dist/tincapp -type f 2>/dev/null | head -n1 || true)
+    if [ ! -x dist/tincapp ] || [ -n "$newest_src" ]; then
+        log "freezing dist/tincapp with PyInstaller"
+        "$VENV/bin/python" -m PyInstaller --noconfirm --clean --log-level WARN \
+            --distpath dist --workpath build/pyinstaller packaging/tincapp.spec
+        for name in tincd tinc sptps_test sptps_keypair sptps_speed; do
+            ln -sf tincapp "dist/$name"
+        done
+    fi
+fi
+log "built: $(ls dist/tincapp 2>/dev/null || echo 'extensions only')"

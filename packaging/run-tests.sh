@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Run the whole test suite against the built tree (call packaging/bootstrap.sh first).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONHASHSEED=0
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
+rc=$?
+# pytest's 5 means "no tests collected": that is a failure for us too.
+exit $rc
