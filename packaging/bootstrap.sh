@@ -42,6 +42,10 @@ fi
 
 log "building Cython extensions"
 "$VENV/bin/python" setup.py -q build_ext --inplace >/dev/null
+if [ ! -x "$VENV/bin/tincapp" ]; then
+    # editable install: the venv runs this checkout (and gets the `tincapp` command)
+    "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+fi
 
 if [ "${TINCAPP_SKIP_FREEZE:-0}" != 1 ]; then
     newest_src=$(find tincapp pyx packaging -newer dist/tincapp -type f 2>/dev/null | head -n1 || true)

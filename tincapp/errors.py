@@ -44,3 +44,7 @@ class RemoteProtocolError(TincappError):
         super().__init__(f"{peer}: {reason}")
         self.peer = peer
         self.reason = reason
+
+
+class Base64Error(KeyFileError):
+    """Text is not tinc base64 (a character outside both alphabets)."""
