@@ -8,6 +8,7 @@ it back from the other side's stdout. Every process is killed at the end.
 import os
 import re
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -109,6 +110,15 @@ class Proc:
 
 
 LISTENING = re.compile(rb"Listening on (\d+)\.\.\.")
+# tinc 1.1pre18 prints only "Listening..." (no port), so exchange() chooses the port itself.
+LISTENING_ANY = re.compile(rb"Listening( on \d+)?\.\.\.")
+
+
+def free_port(datagram):
+    kind = socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def exchange(listener_impl, initiator_impl, keys_dir, keys_impl, datagram, lines=3,
@@ -117,10 +127,12 @@ def exchange(listener_impl, initiator_impl, keys_dir, keys_impl, datagram, lines
     a_priv, a_pub = keypair(keys_impl, keys_dir, "a")
     b_priv, b_pub = keypair(keys_impl, keys_dir, "b")
     mode = ["-d"] if datagram else []
-    listener = Proc(listener_impl.cmd("sptps_test", *mode, *extra_args, a_priv, b_pub, "0"))
+    port = free_port(datagram)
+    listener = Proc(listener_impl.cmd("sptps_test", *mode, *extra_args, a_priv, b_pub,
+                                      str(port)))
     initiator = None
     try:
-        port = int(listener.wait_for(LISTENING).group(1))
+        listener.wait_for(LISTENING_ANY)
         initiator = Proc(initiator_impl.cmd("sptps_test", *mode, *extra_args, b_priv, a_pub,
                                             "127.0.0.1", str(port)))
         to_listener = [f"from {initiator_impl} line {i}\n".encode() for i in range(lines)]
