@@ -111,14 +111,19 @@ needs_tinc = pytest.mark.skipif(
                          "sptps_test and sptps_keypair to run the interop tests")
 
 
+OUR_BUILDS = [pytest.param(OURS, id="venv"),
+              pytest.param(FROZEN_IMPL, id="frozen", marks=frozen)]
+
+
 @pytest.mark.tinc
 @needs_tinc
 @pytest.mark.parametrize("datagram", MODES)
 @pytest.mark.parametrize("we_listen", [True, False], ids=["tincapp-listens", "tinc-listens"])
 @pytest.mark.parametrize("keys_by", ["tincapp", "tinc"])
-def test_interop_with_tinc(tmp_path, datagram, we_listen, keys_by):
-    keys_impl = OURS if keys_by == "tincapp" else TINC
-    listener, initiator = (OURS, TINC) if we_listen else (TINC, OURS)
+@pytest.mark.parametrize("ours", OUR_BUILDS)
+def test_interop_with_tinc(tmp_path, ours, datagram, we_listen, keys_by):
+    keys_impl = ours if keys_by == "tincapp" else TINC
+    listener, initiator = (ours, TINC) if we_listen else (TINC, ours)
     lst_out, ini_out = exchange(listener, initiator, str(tmp_path), keys_impl, datagram)
     assert lst_out.count(f"from {initiator} line".encode()) == 3
     assert ini_out.count(f"from {listener} line".encode()) == 3
