@@ -79,6 +79,32 @@ cdef inline int _open(const uint8_t* key, uint64_t seqno, const uint8_t* src, si
     return 0
 
 
+cdef inline int _open_split(const uint8_t* key, uint64_t seqno, const uint8_t* src, size_t n,
+                            uint8_t* type_out, uint8_t* data_out) noexcept nogil:
+    # Like _open for a record whose plaintext is type | data, but the type goes to *type_out
+    # and the n - 1 data bytes to data_out, which must not overlap src. Writes exactly n - 1
+    # bytes there (a payload that fills its slot exactly stays inside it) and moves nothing.
+    cdef uint8_t nonce[8]
+    cdef uint8_t otk[64]
+    cdef uint8_t tag[_TAG_LEN]
+    cdef uint8_t first[64]
+    cdef size_t head = n if n < 64 else 64
+    _nonce(nonce, seqno)
+    S.crypto_stream_chacha20(otk, 32, nonce, key)
+    S.crypto_onetimeauth_poly1305(tag, src, n, otk)
+    S.sodium_memzero(otk, 32)
+    if S.crypto_verify_16(tag, src + n) != 0:
+        return -1
+    # keystream block 1 covers type and the first 63 data bytes; block 2 on, the rest
+    S.crypto_stream_chacha20_xor_ic(first, src, head, nonce, 1, key)
+    type_out[0] = first[0]
+    memcpy(data_out, first + 1, head - 1)
+    if n > 64:
+        S.crypto_stream_chacha20_xor_ic(data_out + 63, src + 64, n - 64, nonce, 2, key)
+    S.sodium_memzero(first, 64)
+    return 0
+
+
 cdef class RecordKey:
     """One direction's 64-byte SPTPS key. Only the first 32 bytes key the cipher (sptps.md 2.1)."""
     cdef uint8_t key[_KEY_LEN]
@@ -250,10 +276,11 @@ def seal_batch(RecordKey key not None, uint32_t first_seqno, src, dst, size_t he
                 dlen[i] = 0
                 continue
             o = &dbuf[i * dstride] + headroom
-            _put_be32(o, seqno)
-            o[4] = stype[i]
+            # data first: in place (src is dst) the header would overwrite unread data
             if n:
                 memmove(o + 5, &sbuf[i * sstride], n)
+            _put_be32(o, seqno)
+            o[4] = stype[i]
             _seal(key.key, seqno, o + 4, n + 1, o + 4)
             dlen[i] = <uint32_t>(headroom + n + 21)
             dseq[i] = seqno
@@ -282,24 +309,27 @@ def open_batch(RecordKey key not None, src, dst, Py_ssize_t start=0, size_t offs
     cdef Py_ssize_t count = src.count
     cdef Py_ssize_t sstride = src.slot_size, dstride = dst.slot_size
     cdef Py_ssize_t i, stop = count
-    cdef size_t n
+    cdef size_t n, reclen
     cdef uint32_t seqno
     cdef const uint8_t* rec
     cdef uint8_t* o
+    cdef uint8_t* pt
+    cdef bint in_place = src is dst
     if count > dst.capacity:
         raise ValueError("destination batch has fewer slots than the source")
     if start < 0:
         start = 0
     with nogil:  # all buffers pinned by the typed memoryviews above
         for i in range(start, count):
+            reclen = slen[i]               # read before dlen[i] is written: src may be dst
             dlen[i] = 0
             if sstat[i] != SLOT_OK:
                 dstat[i] = SLOT_EMPTY
                 continue
-            if slen[i] < offset + 21:
+            if reclen < offset + 21:
                 dstat[i] = SLOT_SHORT
                 continue
-            n = slen[i] - offset - 20          # type + data
+            n = reclen - offset - 20           # type + data
             if n - 1 > <size_t>dstride:
                 dstat[i] = SLOT_TOO_BIG
                 continue
@@ -307,12 +337,18 @@ def open_batch(RecordKey key not None, src, dst, Py_ssize_t start=0, size_t offs
             seqno = _get_be32(rec)
             dseq[i] = seqno
             o = &dbuf[i * dstride]
-            if _open(key.key, seqno, rec + 4, n, o) != 0:
+            if in_place:
+                # decrypt where the ciphertext is (libsodium allows exactly equal buffers,
+                # not shifted overlapping ones), then move the data to the slot start
+                pt = <uint8_t*>rec + 4
+                if _open(key.key, seqno, rec + 4, n, pt) != 0:
+                    dstat[i] = SLOT_BAD_TAG
+                    continue
+                dtype[i] = pt[0]
+                memmove(o, pt + 1, n - 1)
+            elif _open_split(key.key, seqno, rec + 4, n, &dtype[i], o) != 0:
                 dstat[i] = SLOT_BAD_TAG
                 continue
-            # plaintext is type | data: keep the type aside, data at the slot start
-            dtype[i] = o[0]
-            memmove(o, o + 1, n - 1)
             dlen[i] = <uint32_t>(n - 1)
             dstat[i] = SLOT_OK
             if dtype[i] >= 128:
