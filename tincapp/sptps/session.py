@@ -34,6 +34,9 @@ DEFAULT_REPLAY_WINDOW = 64
 # send once MAX_RECORDS_PER_KEY is reached (the margin leaves room for the rekey to finish).
 MAX_RECORDS_PER_KEY = (1 << 32) - (1 << 16)
 REKEY_AFTER_RECORDS = 1 << 31
+# The last records of a key's budget are kept for handshake records, so that a rekey can still
+# finish (KEX, SIG and ACK go out under the old key) when data used up the rest.
+HANDSHAKE_RESERVE = 16
 
 
 class State(enum.Enum):
@@ -67,8 +70,9 @@ class SptpsSession:
                  rekey_after_records=REKEY_AFTER_RECORDS):
         if len(peer_public) != 32:
             raise ValueError("peer public key must be 32 bytes")
-        if rekey_after_records >= max_records_per_key:
-            raise ValueError("rekey_after_records must be below max_records_per_key")
+        if not 0 < rekey_after_records < max_records_per_key - HANDSHAKE_RESERVE:
+            raise ValueError("need 0 < rekey_after_records < max_records_per_key - "
+                             f"{HANDSHAKE_RESERVE}")
         self.initiator = bool(initiator)
         self.datagram = bool(datagram)
         self.label = bytes(label)
@@ -160,7 +164,7 @@ class SptpsSession:
             if src.types[i] > wire.APPLICATION_TYPE_MAX:
                 raise SptpsError(f"Invalid application record type {src.types[i]}")
         sealable = sum(1 for i in range(src.count) if src.status[i] == SLOT_OK)
-        self._reserve(sealable)
+        self._reserve(sealable, HANDSHAKE_RESERVE)
         nxt = _record.seal_batch(self._out_key, self.out_seqno, src, dst, headroom)
         self.out_seqno = nxt & 0xFFFFFFFF
         self._out_key_records += sealable
@@ -177,7 +181,7 @@ class SptpsSession:
         if len(data) > wire.MAX_RECORD_DATA:
             raise SptpsError(f"record of {len(data)} bytes exceeds {wire.MAX_RECORD_DATA}")
         if self.out_encrypted:
-            self._reserve(1)
+            self._reserve(1, 0 if type == wire.HANDSHAKE else HANDSHAKE_RESERVE)
         seqno = self.out_seqno
         self.out_seqno = (seqno + 1) & 0xFFFFFFFF
         if not self.out_encrypted:
@@ -189,9 +193,9 @@ class SptpsSession:
             return _record.seal_datagram(self._out_key, seqno, type, data)
         return _record.seal_stream(self._out_key, seqno, type, data)
 
-    def _reserve(self, n):
+    def _reserve(self, n, keep):
         # DEVIATION: tinc lets the sequence number wrap under one key (nonce reuse). We refuse.
-        left = self._max_records_per_key - self._out_key_records
+        left = self._max_records_per_key - keep - self._out_key_records
         if n > left:
             raise SequenceExhaustedError(
                 f"only {left} records left under the current key; a rekey must finish first")
