@@ -234,6 +234,14 @@ class Peer:
                     view = view[os.write(self.out_fd, view):]
                 except BlockingIOError:
                     select.select([], [self.out_fd], [])
+                except OSError as e:
+                    sys.stderr.write(f"Error writing received data: {e.strerror}\n")
+                    # DEVIATION: a tun device that refuses a packet (EIO while it is down)
+                    # drops it, as a NIC would; tinc's program gives up. stdout failing is
+                    # fatal in both.
+                    if not self.opt.tun:
+                        return False
+                    break
         return True
 
     def send_line(self, buf):
@@ -282,8 +290,7 @@ class Peer:
                 return self.flush()
             sys.stderr.write(f"Error: {e}\n")
             return False
-        self.deliver(events)
-        return self.flush()
+        return self.deliver(events) and self.flush()
 
 
 def main(argv):
