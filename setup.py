@@ -46,7 +46,7 @@ setup(
     description="A mesh VPN daemon that speaks tinc 1.1's protocol",
     packages=find_packages(include=["tincapp", "tincapp.*"]),
     ext_modules=extensions(),
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     install_requires=["pynacl>=1.5", "configparser-crypt>=1.1"],
     entry_points={"console_scripts": ["tincapp = tincapp.__main__:main"]},
     zip_safe=False,

@@ -49,8 +49,10 @@ class State(enum.Enum):
     FAILED = 5          # a stream session after an error: unusable (tinc closes the connection)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RecordReceived:
+    # Not frozen: one is made per received record, and a frozen dataclass costs 0.5 us to
+    # build (object.__setattr__ per field) against 0.15 us for this. Treat it as read-only.
     type: int
     data: bytes
 
@@ -325,6 +327,12 @@ class SptpsSession:
         if self.state is State.FAILED:
             raise SptpsError("session failed earlier")
         buf = self._inbuf
+        if not buf and len(data) >= wire.STREAM_HEADER_LEN:
+            # Fast path: a whole record at the start of data; open it where it lies.
+            need = ((data[0] << 8) | data[1]) + (
+                wire.STREAM_OVERHEAD if self.in_encrypted else wire.STREAM_PLAIN_OVERHEAD)
+            if len(data) >= need:
+                return need, self._receive_stream_body(data[2:need])
         used = 0
         if len(buf) < wire.STREAM_HEADER_LEN:
             take = min(wire.STREAM_HEADER_LEN - len(buf), len(data))
@@ -339,16 +347,20 @@ class SptpsSession:
         used += take
         if len(buf) < need:
             return used, []
-        seqno = self._stream_in_seqno
-        self._stream_in_seqno = (seqno + 1) & 0xFFFFFFFF
         record = bytes(buf)
         buf.clear()
+        return used, self._receive_stream_body(memoryview(record)[2:])
+
+    def _receive_stream_body(self, body):
+        """Called with one complete stream record after its length field."""
+        seqno = self._stream_in_seqno
+        self._stream_in_seqno = (seqno + 1) & 0xFFFFFFFF
         try:
             if self.in_encrypted:
-                type, body = _record.open_stream(self._in_key, seqno, record[2:])
+                type, data = _record.open_stream(self._in_key, seqno, body)
             else:
-                type, body = record[2], record[3:]
-            return used, self._dispatch(type, body)
+                type, data = body[0], bytes(body[1:])
+            return self._dispatch(type, data)
         except (SptpsError, WireError):
             self.state = State.FAILED
             raise
