@@ -8,7 +8,7 @@ shows up as a difference.
 import random
 
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.reference import record as R
@@ -230,12 +230,6 @@ def record_batches(draw):
 
 def check_open_batch_agrees(key, src, offset, dst_slot, start, seed, extra=0):
     kc, kr = C.RecordKey(key), R.RecordKey(key)
-    # record.pyx writes type || data (data + 1 bytes) into the slot before moving the data
-    # down, so data of exactly dst_slot bytes would spill one byte into the next slot:
-    # that case has its own test below.
-    for i in range(src.count):
-        if src.status[i] == SLOT_OK and src.lengths[i] >= offset + 21:
-            assume(src.lengths[i] - offset - 21 != dst_slot)
     dst_c = garbage_batch(src.count + extra or 1, dst_slot, seed)
     dst_r = clone(dst_c)
     src_before = clone(src)
@@ -243,15 +237,9 @@ def check_open_batch_agrees(key, src, offset, dst_slot, start, seed, extra=0):
     assert R.open_batch(kr, src, dst_r, start, offset) == stop
     assert fields(dst_c) == fields(dst_r)
     assert fields(src) == fields(src_before) and src.buf == src_before.buf
-    for i in range(dst_c.capacity):
-        a, b = i * dst_slot, (i + 1) * dst_slot
-        if dst_c.status[i] == SLOT_OK and start <= i < stop:
-            n = dst_c.lengths[i]
-            assert dst_c.buf[a:a + n] == dst_r.buf[a:a + n]
-            # Past the payload record.pyx leaves one stale plaintext byte; the rest is untouched.
-            assert dst_c.buf[a + n + 1:b] == dst_r.buf[a + n + 1:b]
-        else:
-            assert dst_c.buf[a:b] == dst_r.buf[a:b]
+    # Payloads equal, and nothing outside them written (a payload that fills its slot
+    # exactly must not spill into the next one).
+    assert dst_c.buf == dst_r.buf
     return dst_c, stop
 
 
@@ -278,6 +266,24 @@ def test_open_batch_roomy_destination(rb, seed):
     check_open_batch_agrees(key, src, offset, src.slot_size, 0, seed, extra=2)
 
 
+@SLOW
+@given(rb=record_batches(), start=st.integers(-1, 9))
+def test_open_batch_in_place(rb, start):
+    # src is dst: payloads, statuses and fields agree; the bytes after each payload are
+    # scratch (the compiled code decrypts where the ciphertext was), so they are not compared.
+    key, src, offset = rb
+    bc, br = clone(src), clone(src)
+    stop = C.open_batch(C.RecordKey(key), bc, bc, start, offset)
+    assert R.open_batch(R.RecordKey(key), br, br, start, offset) == stop
+    assert fields(bc) == fields(br)
+    for i in range(bc.count):
+        if bc.status[i] == SLOT_OK and max(start, 0) <= i < stop:
+            assert bc.get(i) == br.get(i)
+        else:
+            a, b = i * bc.slot_size, (i + 1) * bc.slot_size
+            assert bc.buf[a:b] == br.buf[a:b]
+
+
 def test_open_batch_rejects_small_destination():
     k = C.RecordKey(bytes(64))
     src = PacketBatch(3, 64)
@@ -290,7 +296,7 @@ def test_open_batch_rejects_small_destination():
             impl.seal_batch(key, 0, src, PacketBatch(2, 64))
 
 
-# --- known problems in pyx/record.pyx (reported, not fixed here) ---------------------------
+# --- regressions: bugs these tests found in record.pyx's batch functions -------------------
 
 def exact_fit(m):
     # A record whose data is exactly one destination slot long.
@@ -320,7 +326,7 @@ def test_seal_batch_in_place_overlapping():
     assert C.open_datagram(k, b.get(0)) == (7, 3, b"hello")
 
 
-def test_open_batch_in_place():
+def test_open_batch_in_place_single():
     k = C.RecordKey(bytes(64))
     b = PacketBatch(2, 200)
     b.append(C.seal_datagram(k, 7, 3, b"hello"))
