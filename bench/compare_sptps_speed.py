@@ -4,7 +4,8 @@ Runs tincapp.tools.sptps_speed and, when a tinc build is there, tinc's sptps_spe
 same seconds per test, one after the other (never at once: they would share the CPUs). Prints
 a table with both figures and ours/tinc per line. Target: SPTPS/UDP transmit ratio >= 0.5.
 
-tinc is looked up as $TINC_BIN_DIR/sptps_speed, else /work/tinc/bin-head/sptps_speed.
+tinc is looked up as $TINC_BIN_DIR/sptps_speed (a directory with tinc 1.1's programs, built
+from tinc's own source; not part of this project).
 Usage:
     python bench/compare_sptps_speed.py [SECONDS_PER_TEST]     # default 2
 """
@@ -14,7 +15,6 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_TINC_BIN_DIR = "/work/tinc/bin-head"
 HIGHLIGHT = "SPTPS/UDP transmit"
 TARGET_RATIO = 0.5
 
@@ -27,7 +27,9 @@ UNIT_SCALE = {"op/s": 1.0, "bit/s": 1.0, "kbit/s": 1e3, "Mbit/s": 1e6, "Gbit/s":
 
 
 def find_tinc():
-    bin_dir = os.environ.get("TINC_BIN_DIR") or DEFAULT_TINC_BIN_DIR
+    bin_dir = os.environ.get("TINC_BIN_DIR")
+    if not bin_dir:
+        return None
     path = os.path.join(bin_dir, "sptps_speed")
     return path if os.access(path, os.X_OK) else None
 
