@@ -127,3 +127,38 @@ def test_interop_with_tinc(tmp_path, ours, datagram, we_listen, keys_by):
     lst_out, ini_out = exchange(listener, initiator, str(tmp_path), keys_impl, datagram)
     assert lst_out.count(f"from {initiator} line".encode()) == 3
     assert ini_out.count(f"from {listener} line".encode()) == 3
+
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("flag", ["-r", "-w"])
+def test_readonly_writeonly_and_quit(tmp_path, flag):
+    # -r: the initiator ignores its stdin; -w: it does not print what it receives.
+    # In both cases the listener's -q ends the session when its stdin closes.
+    a_priv, a_pub = keypair(OURS, str(tmp_path), "a")
+    b_priv, b_pub = keypair(OURS, str(tmp_path), "b")
+    lst = Proc(OURS.cmd("sptps_test", "-q", a_priv, b_pub, "0"))
+    ini = None
+    try:
+        port = int(lst.wait_for(LISTENING).group(1))
+        ini = Proc(OURS.cmd("sptps_test", flag, b_priv, a_pub, "127.0.0.1", str(port)))
+        ini.send(b"from the initiator\n")
+        lst.send(b"to the initiator\n")
+        if flag == "-r":
+            ini.wait_for(b"to the initiator\n", stream="out")
+        else:
+            lst.wait_for(b"from the initiator\n", stream="out")
+        lst.send(b"last line\n")
+        lst.p.stdin.close()                       # EOF: -q ends the listener
+        assert lst.p.wait(timeout=15) == 0
+        ini.wait_for(b"Connection terminated by peer.")
+        ini._pump(0.2)
+        lst._pump(0.2)
+        if flag == "-r":
+            assert b"from the initiator" not in lst.out
+        else:
+            assert ini.out == b""
+    finally:
+        lst.stop()
+        if ini:
+            ini.stop()
