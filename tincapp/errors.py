@@ -48,3 +48,23 @@ class RemoteProtocolError(TincappError):
 
 class Base64Error(KeyFileError):
     """Text is not tinc base64 (a character outside both alphabets)."""
+
+
+class ConfigError(TincappError):
+    """A configuration file, command-line option or value is unusable.
+
+    file is the path (None for a -o command-line option or when no file is involved), line the
+    1-based line number (for -o options: the option's position, as tinc counts them) or None.
+    """
+
+    def __init__(self, message, file=None, line=None):
+        self.reason = message
+        self.file = None if file is None else str(file)
+        self.line = line
+        if self.file is not None:
+            where = self.file if line is None else f"{self.file}:{line}"
+        elif line is not None:
+            where = f"command line option -o #{line}"
+        else:
+            where = None
+        super().__init__(f"{where}: {message}" if where else message)
