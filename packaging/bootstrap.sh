@@ -22,6 +22,8 @@ apt_install() {
 }
 
 if ! command -v "$PYTHON" >/dev/null; then apt_install python3; fi
+# The namespace tests and the demo use iproute2 and ping (as root only; they skip otherwise).
+if [ "$(id -u)" = 0 ]; then apt_install iproute2 iputils-ping; fi
 if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3-venv; fi
 command -v cc >/dev/null || apt_install gcc
 "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
