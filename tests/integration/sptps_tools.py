@@ -114,27 +114,28 @@ LISTENING = re.compile(rb"Listening on (\d+)\.\.\.")
 LISTENING_ANY = re.compile(rb"Listening( on \d+)?\.\.\.")
 
 
-def free_port(datagram):
+def free_port(datagram, host="127.0.0.1"):
     kind = socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as s:
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 def exchange(listener_impl, initiator_impl, keys_dir, keys_impl, datagram, lines=3,
-             extra_args=()):
+             extra_args=(), host="127.0.0.1"):
     """Run one session; return (listener stdout, initiator stdout). Raises on failure."""
     a_priv, a_pub = keypair(keys_impl, keys_dir, "a")
     b_priv, b_pub = keypair(keys_impl, keys_dir, "b")
     mode = ["-d"] if datagram else []
-    port = free_port(datagram)
+    port = free_port(datagram, host)
     listener = Proc(listener_impl.cmd("sptps_test", *mode, *extra_args, a_priv, b_pub,
                                       str(port)))
     initiator = None
     try:
         listener.wait_for(LISTENING_ANY)
         initiator = Proc(initiator_impl.cmd("sptps_test", *mode, *extra_args, b_priv, a_pub,
-                                            "127.0.0.1", str(port)))
+                                            host, str(port)))
         to_listener = [f"from {initiator_impl} line {i}\n".encode() for i in range(lines)]
         to_initiator = [f"from {listener_impl} line {i}\n".encode() for i in range(lines)]
         # Both programs read stdin only once the handshake is done; write one line at a time

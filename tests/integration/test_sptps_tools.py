@@ -1,6 +1,7 @@
 """sptps_test / sptps_keypair end to end over loopback: ours against ours, against the frozen
 binary, and against real tinc 1.1 (TINC_BIN_DIR; skipped with a message where absent)."""
 import os
+import socket
 import subprocess
 
 import pytest
@@ -16,6 +17,25 @@ MODES = [pytest.param(False, id="stream"), pytest.param(True, id="datagram")]
 @pytest.mark.parametrize("datagram", MODES)
 def test_ours_against_ours(tmp_path, datagram):
     lst_out, ini_out = exchange(OURS, OURS, str(tmp_path), OURS, datagram)
+    assert lst_out.count(b"from tincapp line") == 3
+    assert ini_out.count(b"from tincapp line") == 3
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+@pytest.mark.parametrize("datagram", MODES)
+def test_ipv6_only(tmp_path, datagram):
+    lst_out, ini_out = exchange(OURS, OURS, str(tmp_path), OURS, datagram, host="::1",
+                                extra_args=("-6",))
     assert lst_out.count(b"from tincapp line") == 3
     assert ini_out.count(b"from tincapp line") == 3
 
