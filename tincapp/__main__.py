@@ -15,8 +15,8 @@ PROGRAMS = {
     "sptps_test": "tincapp.tools.sptps_test",
     "sptps_keypair": "tincapp.tools.sptps_keypair",
     "sptps_speed": "tincapp.tools.sptps_speed",
-    "tincd": None,      # TODO(#3): the node
-    "tinc": None,       # TODO(#3): the command line
+    "tincd": "tincapp.tools.tincd",
+    "tinc": "tincapp.tools.tinc",
 }
 
 USAGE = f"""\

@@ -1,0 +1,713 @@
+"""The daemon's asyncio shell (tinc's net.c, net_setup.c, net_socket.c, control.c main loop).
+
+Owns: the listening TCP sockets, one MetaConnection per meta socket, the outgoing ConnectTo
+entries with their back-off, the control socket and PID file, signals, the script runner and
+the single timer re-armed at the earliest deadline of the cores. Protocol decisions are made by
+MetaConnection (one connection) and mesh.node.Node (the mesh); this module moves bytes, events
+and actions between them and the operating system.
+
+Not here yet: UDP sockets, the device and the data plane (TODO(#3)); the ACK announces the TCP
+port as our UDP port, as tinc does with matching TCP and UDP ports.
+"""
+import asyncio
+import errno
+import logging
+import os
+import signal
+import socket
+import stat
+import time
+from dataclasses import dataclass, field
+
+from tincapp import control
+from tincapp.config import netconf
+from tincapp.errors import ConfigError
+from tincapp.io.scripts import ScriptRunner
+from tincapp.mesh import graph_dot
+from tincapp.mesh.subnets import DEFAULT_BROADCAST_SUBNETS, Subnet
+from tincapp.mesh.node import Close, ForUs, Node, RunScript, SendTo, Sleep, TunnelReset
+from tincapp.meta.connection import MetaConnection, PeerSettings
+from tincapp.meta.events import (Activated, ConnectionFailed, PacketReceived, PongReceived,
+                                 RequestReceived, SptpsPacketReceived)
+from tincapp.meta.messages import (OPTION_CLAMP_MSS, OPTION_INDIRECT, OPTION_PMTU_DISCOVERY,
+                                   OPTION_TCPONLY, PROT_MINOR)
+
+log = logging.getLogger("tincd")
+
+# tinc's debug levels (logger.h).
+DEBUG_NOTHING = 0
+DEBUG_CONNECTIONS = 1
+DEBUG_STATUS = 2
+DEBUG_PROTOCOL = 3
+DEBUG_META = 4
+
+RETRY_STEP_S = 5          # back-off grows by this per exhausted round of addresses
+LISTEN_BACKLOG = 3        # COMPAT: tinc's listen(fd, 3)
+
+# DUMP_CONNECTIONS status bits (control-and-cli.md 3.4).
+CONN_PINGED = 1 << 0
+CONN_CONNECTING = 1 << 2
+CONN_MST = 1 << 8
+CONN_CONTROL = 1 << 9
+
+
+class DaemonError(Exception):
+    """Setup failed (listening sockets, control socket); the message is for the user."""
+
+
+@dataclass
+class Outgoing:
+    """One ConnectTo entry (tinc outgoing_t)."""
+    name: str
+    timeout_s: int = 0
+    candidates: list = field(default_factory=list)
+    index: int = 0
+    retry_at: float | None = None
+    busy: bool = False       # a connect is in progress or a connection exists
+    peer: "MetaPeer | None" = None
+
+
+class MetaPeer(asyncio.Protocol):
+    """One meta TCP socket: feeds bytes to its MetaConnection and reports to the daemon."""
+
+    def __init__(self, daemon, outgoing: Outgoing | None):
+        self.daemon = daemon
+        self.outgoing = outgoing
+        self.meta = None
+        self.transport = None
+        self.closed = False
+        self.hostname = "unknown port unknown"
+
+    def connection_made(self, transport):
+        self.transport = transport
+        d = self.daemon
+        now = d.now()
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.hostname = f"{peer[0]} port {peer[1]}"
+        name = self.outgoing.name if self.outgoing else None
+        self.meta = MetaConnection(
+            my_name=d.config.name, my_key=d.config.private_key,
+            outgoing=self.outgoing is not None, peer_name=name,
+            lookup_peer=d.peer_settings, udp_port=str(d.port), rng=os.urandom, now=now,
+            ping_interval_s=d.config.ping_interval_s, ping_timeout_s=d.config.ping_timeout_s)
+        d.peers.add(self)
+        d.node.connection_opened(self, outgoing=self.outgoing is not None, name=name)
+        if self.outgoing:
+            d.log(DEBUG_CONNECTIONS, f"Connected to {name} ({self.hostname})")
+            self.meta.start(now)
+        else:
+            d.log(DEBUG_CONNECTIONS, f"Connection from {self.hostname}")
+        d.process()
+
+    def data_received(self, data):
+        if self.closed:
+            return
+        self.meta.receive(data, self.daemon.now())
+        self.daemon.process()
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        if not self.closed:
+            reason = f"error: {exc}" if exc else "closed by peer"
+            self.daemon.log(DEBUG_CONNECTIONS, f"Connection closed by {self.label()} "
+                            f"({self.hostname}): {reason}")
+            self.daemon.peer_ended(self, report=True)
+            self.daemon.process()
+
+    def label(self):
+        return (self.meta.peer_name if self.meta and self.meta.peer_name else "<unknown>")
+
+    def flush(self):
+        if self.meta is not None and self.transport is not None:
+            data = self.meta.data_to_send()
+            if data and not self.transport.is_closing():
+                self.transport.write(data)
+
+    def close(self):
+        """Close the socket after flushing what is queued; report nothing more."""
+        if self.closed:
+            return
+        self.closed = True
+        if self.meta is not None:
+            self.flush()
+            self.meta.close()
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Daemon:
+    """The running node. Create, `await run()`; `stop()` ends it."""
+
+    def __init__(self, config: netconf.DaemonConfig, *, debug_level=0, options=()):
+        self.config = config
+        self.options = options
+        self.debug_level = debug_level
+        self.loop = None
+        self.peers = set()
+        self.outgoings: dict[str, Outgoing] = {}
+        self.servers = []
+        self.control_server = None
+        self.control_clients = set()
+        self.port = config.port
+        self.node = None
+        self.scripts = None
+        self.cookie = None
+        self._timer = None
+        self._stopped = None
+        self._stopping = False
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def log(self, level, text):
+        if level <= self.debug_level:
+            log.info(text)
+
+    def peer_settings(self, name):
+        """lookup_peer for MetaConnection: what hosts/NAME and our config say about `name`."""
+        cfg = self.config
+        try:
+            h = cfg.load_host(name)
+        except ConfigError as e:
+            log.error("Peer %s had unknown identity: %s", name, e)
+            return None
+        opts = 0
+        if cfg.indirect_data or h.indirect_data:
+            opts |= OPTION_INDIRECT
+        if cfg.tcp_only or h.tcp_only:
+            opts |= OPTION_TCPONLY | OPTION_INDIRECT
+        if (h.pmtu_discovery if h.pmtu_discovery is not None else cfg.pmtu_discovery):
+            opts |= OPTION_PMTU_DISCOVERY
+        if (h.clamp_mss if h.clamp_mss is not None else cfg.clamp_mss):
+            opts |= OPTION_CLAMP_MSS
+        weight = h.weight if h.weight is not None else cfg.weight
+        return PeerSettings(h.ed25519_public_key, opts, weight, h.clamp_mss)
+
+    def _my_options(self):
+        cfg = self.config
+        opts = 0
+        if cfg.indirect_data:
+            opts |= OPTION_INDIRECT
+        if cfg.tcp_only:
+            opts |= OPTION_TCPONLY | OPTION_INDIRECT
+        if cfg.pmtu_discovery and not cfg.tcp_only:
+            opts |= OPTION_PMTU_DISCOVERY
+        if cfg.clamp_mss:
+            opts |= OPTION_CLAMP_MSS
+        return opts | PROT_MINOR << 24
+
+    # --- setup -----------------------------------------------------------------------------
+
+    async def setup(self):
+        """Listen, write the PID file, open the control socket, run tinc-up and connect.
+        DaemonError if the node cannot start."""
+        self.loop = asyncio.get_running_loop()
+        cfg = self.config
+        await self._listen()
+        now = self.now()
+        self.node = Node(cfg.name, rng=os.urandom, now=now, options=self._my_options(),
+                         tcp_port=str(self.port), own_subnets=cfg.subnets,
+                         tunnel_server=cfg.tunnel_server, strict_subnets=cfg.strict_subnets,
+                         seen_lifetime_s=cfg.ping_interval_s,
+                         known_nodes=netconf.host_names(cfg.paths),
+                         broadcast_subnets=[Subnet.parse(t) for t in DEFAULT_BROADCAST_SUBNETS]
+                         + list(cfg.broadcast_subnets),
+                         log=self.log)
+        base_env = {"NAME": cfg.name, "DEBUG": str(self.debug_level)}
+        if cfg.paths.netname:
+            base_env["NETNAME"] = cfg.paths.netname
+        if cfg.interface or cfg.paths.netname:
+            base_env["INTERFACE"] = cfg.interface or cfg.paths.netname
+        self.scripts = ScriptRunner(cfg.paths.confbase, base_env,
+                                    interpreter=cfg.scripts_interpreter,
+                                    extension=cfg.scripts_extension)
+        await self._open_control()
+        self._stopped = asyncio.Event()
+        for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
+                             (signal.SIGQUIT, self.stop), (signal.SIGHUP, self.reload),
+                             (signal.SIGALRM, self.retry)):
+            self.loop.add_signal_handler(sig, handler)
+        log.info("Ready")
+        self.node.start()
+        for name in cfg.connect_to:
+            self.outgoings[name] = Outgoing(name)
+        for o in list(self.outgoings.values()):
+            self._start_outgoing(o)
+        self.process()
+
+    def _family(self):
+        """AddressFamily as a socket family."""
+        return {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}.get(
+            self.config.address_family, socket.AF_UNSPEC)
+
+    async def _listen(self):
+        cfg = self.config
+        family = self._family()
+        binds = cfg.bind_to_addresses + cfg.listen_addresses
+        targets = [(a.host, a.port) for a in binds] or [(None, None)]
+        port = cfg.port
+        for host, bport in targets:
+            infos = await self.loop.getaddrinfo(host, int(bport or port), family=family,
+                                                type=socket.SOCK_STREAM,
+                                                flags=socket.AI_PASSIVE)
+            for fam, type_, proto, _, addr in infos:
+                if len(self.servers) >= 8:
+                    break
+                if port == 0 and self.servers:
+                    addr = (addr[0], self.port) + tuple(addr[2:])
+                sock = socket.socket(fam, type_, proto)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if fam == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.bind(addr)
+                except OSError as e:
+                    sock.close()
+                    log.error("Can't bind to %s port %s/tcp: %s", addr[0], addr[1],
+                              e.strerror or e)
+                    continue
+                sock.listen(LISTEN_BACKLOG)
+                server = await self.loop.create_server(lambda: MetaPeer(self, None), sock=sock)
+                self.servers.append(server)
+                if port == 0 and len(self.servers) == 1:
+                    self.port = sock.getsockname()[1]
+                self.log(DEBUG_CONNECTIONS, f"Listening on {addr[0]} port {self.port}")
+        if not self.servers:
+            raise DaemonError("Unable to create any listening socket!")
+
+    def _pid_address(self):
+        sockname = self.servers[0].sockets[0].getsockname()
+        host = sockname[0]
+        if host == "0.0.0.0":
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        return host
+
+    async def _open_control(self):
+        paths = self.config.paths
+        path = paths.control_socket
+        if os.path.exists(path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)          # stale
+            else:
+                raise DaemonError(f"Control socket {path} already in use")
+            finally:
+                probe.close()
+        old = os.umask(0o077)
+        try:
+            self.control_server = await asyncio.start_unix_server(self._control_client,
+                                                                  path=path)
+        except OSError as e:
+            raise DaemonError(f"Could not bind control socket {path}: {e.strerror or e}")
+        finally:
+            os.umask(old)
+        self.cookie = control.make_cookie(os.urandom)
+        line = control.PidFile(os.getpid(), self.cookie, self._pid_address(),
+                               str(self.port)).format()
+        fd = os.open(paths.pidfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), stat.S_IRUSR | stat.S_IWUSR)
+            f.write(line)
+
+    # --- the main loop ---------------------------------------------------------------------
+
+    async def run(self):
+        await self.setup()
+        try:
+            await self.wait_stopped()
+        finally:
+            await self.shutdown()
+
+    async def wait_stopped(self):
+        """Return once STOP or a terminating signal arrived."""
+        await self._stopped.wait()
+
+    def stop(self):
+        self.log(DEBUG_NOTHING, "Got signal or STOP request, terminating")
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def shutdown(self):
+        self._stopping = True
+        if self._timer is not None:
+            self._timer.cancel()
+        for o in self.outgoings.values():
+            o.retry_at = None
+        for p in list(self.peers):
+            p.close()
+            self.node.connection_closed(p, self.now(), report=False)
+            self.peers.discard(p)
+        self.node.pop_actions()
+        self.node.stop()
+        self._apply_actions()
+        for s in self.servers:
+            s.close()
+        await self.scripts.drain()
+        if self.control_server is not None:
+            self.control_server.close()
+        for w in list(self.control_clients):
+            w.close()
+        for path in (self.config.paths.pidfile, self.config.paths.control_socket):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        log.info("Terminating")
+
+    def process(self):
+        """Called after any input: move events to the node, actions to the connections, flush,
+        re-arm the timer."""
+        if self.node is None:
+            return
+        now = self.now()
+        for p in list(self.peers):
+            if p.meta is None:
+                continue
+            while (ev := p.meta.next_event()) is not None:
+                self._handle_event(p, ev, now)
+            self._apply_actions()
+        self._apply_actions()
+        for p in list(self.peers):
+            p.flush()
+        self._rearm()
+
+    def _handle_event(self, p, ev, now):
+        if isinstance(ev, Activated):
+            peername = p.transport.get_extra_info("peername")
+            sockname = p.transport.get_extra_info("sockname")
+            self.log(DEBUG_CONNECTIONS, f"Connection with {ev.name} ({p.hostname}) activated")
+            old = self.node.connection_for(ev.name)
+            if old is not None and old is not p and old.outgoing is not None:
+                # COMPAT: ack_h: a new incoming connection takes over the old one's outgoing
+                # entry (the node closes the old one).
+                if p.outgoing is None:
+                    p.outgoing, old.outgoing = old.outgoing, None
+                    p.outgoing.peer, p.outgoing.busy = p, True
+                else:
+                    log.warning("Two outgoing connections to the same node!")
+            self.node.connection_activated(
+                p, ev, remote_host=peername[0] if peername else None,
+                local_host=sockname[0] if sockname else None, my_udp_port=str(self.port),
+                now=now)
+        elif isinstance(ev, RequestReceived):
+            self.log(DEBUG_META, f"Got {ev.msg.request.name} from {p.label()} ({p.hostname}): "
+                     f"{ev.line.decode('latin-1')}")
+            self.node.request_received(p, ev.msg, ev.line, now)
+        elif isinstance(ev, PongReceived):
+            if p.outgoing is not None:
+                # The address works: the next attempt starts over without waiting.
+                p.outgoing.timeout_s = 0
+                p.outgoing.index = 0
+        elif isinstance(ev, ConnectionFailed):
+            level = DEBUG_CONNECTIONS
+            self.log(level, f"Closing connection with {p.label()} ({p.hostname}): {ev.reason}")
+            # DEVIATION: tinc parks tarpitted sockets unread; we close them.
+            self.peer_ended(p, report=True)
+        elif isinstance(ev, (PacketReceived, SptpsPacketReceived)):
+            self.log(DEBUG_STATUS, f"Dropping packet from {p.label()}: no data plane yet")
+
+    def _apply_actions(self):
+        for act in self.node.pop_actions():
+            if isinstance(act, SendTo):
+                p = act.conn
+                if p.closed:
+                    continue
+                if act.msg is not None:
+                    self.log(DEBUG_PROTOCOL, f"Sending {act.msg.request.name} to {p.label()} "
+                             f"({p.hostname})")
+                    p.meta.send_request(act.msg)
+                else:
+                    self.log(DEBUG_PROTOCOL, f"Forwarding request to {p.label()} "
+                             f"({p.hostname})")
+                    p.meta.forward_request(act.line)
+            elif isinstance(act, Close):
+                self.log(DEBUG_CONNECTIONS, f"Closing connection with {act.conn.label()}: "
+                         f"{act.reason}")
+                self._close_peer(act.conn)
+            elif isinstance(act, RunScript):
+                self.scripts.base_env["DEBUG"] = str(self.debug_level)
+                self.scripts.run(act.name, **act.env)
+            elif isinstance(act, Sleep):
+                self._sleep(act.seconds)
+            elif isinstance(act, TunnelReset):
+                pass                       # no tunnels without the data plane
+            elif isinstance(act, ForUs):
+                self.log(DEBUG_PROTOCOL, f"Ignoring {act.msg.request.name} for us from "
+                         f"{act.msg.from_name}: no data plane yet")
+
+    def _sleep(self, seconds):
+        """tinc blocks the whole daemon; we stop reading every meta socket for that long."""
+        for p in self.peers:
+            if p.transport is not None and not p.closed:
+                p.transport.pause_reading()
+
+        def resume():
+            for p in self.peers:
+                if p.transport is not None and not p.closed:
+                    p.transport.resume_reading()
+        self.loop.call_later(seconds, resume)
+
+    def _close_peer(self, p):
+        """Close a connection the node already forgot; outgoing entries retry."""
+        p.close()
+        self.peers.discard(p)
+        self._outgoing_ended(p)
+
+    def peer_ended(self, p, report):
+        """Called when a connection ended on its own or by us."""
+        if p not in self.peers:
+            return
+        p.close()
+        self.peers.discard(p)
+        self.node.connection_closed(p, self.now(), report=report)
+        self._apply_actions()
+        self._outgoing_ended(p)
+
+    # --- outgoing connections --------------------------------------------------------------
+
+    def _outgoing_ended(self, p):
+        o = p.outgoing
+        if o is None or o.peer is not p or self._stopping:
+            return
+        o.peer = None
+        o.busy = False
+        if self.outgoings.get(o.name) is o:
+            self._start_outgoing(o)
+
+    def _start_outgoing(self, o: Outgoing):
+        if o.busy or self._stopping:
+            return
+        o.busy = True
+        o.retry_at = None
+        self.loop.create_task(self._do_outgoing(o))
+
+    async def _candidates(self, o):
+        """Addresses to try: known edges' addresses of the node, then its Address lines."""
+        out = []
+        n = self.node.graph.node(o.name)
+        if n is not None:
+            for other in self.node.graph.nodes():
+                e = other.edges.get(o.name)
+                if e is not None and e.address is not None and not e.address.unknown:
+                    out.append((e.address.host, e.address.port))
+        try:
+            h = self.config.load_host(o.name)
+        except ConfigError as e:
+            log.error("Could not read host file of %s: %s", o.name, e)
+            return out
+        out += list(h.connect_addresses())
+        return out
+
+    async def _do_outgoing(self, o: Outgoing):
+        """tinc's do_outgoing_connection: try candidates in order until one connects."""
+        try:
+            while True:
+                if self._stopping or self.outgoings.get(o.name) is not o:
+                    o.busy = False
+                    return
+                existing = self.node.connection_for(o.name)
+                if existing is not None:
+                    self.log(DEBUG_CONNECTIONS, f"Already connected to {o.name}")
+                    # That connection (maybe an incoming one) now carries the reconnect duty.
+                    if existing.outgoing is None or existing.outgoing is o:
+                        existing.outgoing, o.peer, o.busy = o, existing, True
+                    else:
+                        o.busy = False
+                    return
+                if o.index == 0 or o.index >= len(o.candidates):
+                    if o.index:
+                        break              # exhausted: back off
+                    o.candidates = await self._candidates(o)
+                    if not o.candidates:
+                        self.log(DEBUG_CONNECTIONS, f"Could not set up a meta connection to "
+                                 f"{o.name}: no known address")
+                        break
+                host, port = o.candidates[o.index]
+                o.index += 1
+                self.log(DEBUG_CONNECTIONS, f"Trying to connect to {o.name} ({host} port "
+                         f"{port})")
+                try:
+                    await asyncio.wait_for(self.loop.create_connection(
+                        lambda: MetaPeer(self, o), host, int(port), family=self._family()),
+                        self.config.ping_timeout_s)
+                except (OSError, asyncio.TimeoutError, ValueError) as e:
+                    self.log(DEBUG_CONNECTIONS, f"Could not connect to {o.name} ({host} port "
+                             f"{port}): {getattr(e, 'strerror', None) or e or 'timeout'}")
+                    continue
+                # connection_made found the peer; MetaPeer registered itself.
+                o.peer = next((p for p in self.peers if p.outgoing is o and not p.closed),
+                              None)
+                if o.peer is None:
+                    o.busy = False
+                    self._start_outgoing(o)
+                return
+        except Exception:
+            log.exception("Error setting up an outgoing connection to %s", o.name)
+        o.index = 0
+        o.busy = False
+        o.timeout_s = min(o.timeout_s + RETRY_STEP_S, self.config.max_timeout_s)
+        o.retry_at = self.now() + o.timeout_s
+        self.log(DEBUG_CONNECTIONS, f"Trying to re-establish outgoing connection in "
+                 f"{o.timeout_s} seconds")
+        self._rearm()
+
+    def retry(self):
+        """SIGALRM / RETRY: reset the back-offs and connect now."""
+        self.log(DEBUG_NOTHING, "Got ALRM signal or RETRY request")
+        for o in self.outgoings.values():
+            o.timeout_s = 0
+            if not o.busy:
+                o.index = 0
+                self._start_outgoing(o)
+
+    def reload(self):
+        """SIGHUP / RELOAD: re-read the configuration; re-apply our Subnets, ConnectTo and the
+        set of known nodes. TODO(#3): the other reloadable settings, StrictSubnets' host-file
+        subnets, and closing connections whose host file changed."""
+        self.log(DEBUG_NOTHING, "Got HUP signal or RELOAD request")
+        try:
+            new = netconf.load_network(self.config.paths, self.options, unknown="warn")
+        except ConfigError as e:
+            log.error("Unable to reread configuration file: %s", e)
+            return errno.EINVAL
+        self.config = new
+        self.node.set_own_subnets(new.subnets)
+        for name in netconf.host_names(new.paths):
+            if name != new.name:
+                self.node.graph.ensure_node(name)
+        for name in list(self.outgoings):
+            if name not in new.connect_to:
+                o = self.outgoings.pop(name)
+                if o.peer is not None:
+                    self.log(DEBUG_CONNECTIONS, f"Closing connection to {name}: no ConnectTo")
+                    self.peer_ended(o.peer, report=True)
+        for name in new.connect_to:
+            if name not in self.outgoings:
+                self.outgoings[name] = Outgoing(name)
+                self._start_outgoing(self.outgoings[name])
+        self.process()
+        return 0
+
+    # --- timers ----------------------------------------------------------------------------
+
+    def _rearm(self):
+        if self._stopping:
+            return
+        deadlines = [p.meta.next_deadline() for p in self.peers if p.meta is not None]
+        deadlines.append(self.node.next_deadline())
+        deadlines += [o.retry_at for o in self.outgoings.values()]
+        deadlines = [d for d in deadlines if d is not None]
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadlines:
+            # Whole-second granularity like tinc's timers is not needed; a small floor avoids
+            # a busy loop on deadlines in the past.
+            at = max(min(deadlines), self.now() + 0.001)
+            self._timer = self.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self):
+        self._timer = None
+        now = self.now()
+        for p in list(self.peers):
+            if p.meta is not None:
+                p.meta.handle_deadline(now)
+        self.node.handle_deadline(now)
+        for o in self.outgoings.values():
+            if o.retry_at is not None and now >= o.retry_at:
+                o.retry_at = None
+                self._start_outgoing(o)
+        self.process()
+
+    # --- control socket --------------------------------------------------------------------
+
+    async def _control_client(self, reader, writer):
+        self.control_clients.add(writer)
+        conn = control.ControlServerConnection(self.cookie, self.config.name, os.getpid())
+        try:
+            while not conn.closed:
+                line = await reader.readline()
+                if not line:
+                    break
+                for req in conn.receive_line(line.decode("latin-1").rstrip("\r\n")):
+                    self._control_request(conn, req, writer)
+                for out in conn.lines_to_send():
+                    writer.write(out.encode("latin-1"))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.control_clients.discard(writer)
+            writer.close()
+
+    def _control_request(self, conn, req, writer):
+        C = control.Ctl
+        t = req.type
+        if t == C.STOP:
+            conn.reply(t, 0)
+            self.stop()
+        elif t == C.RELOAD:
+            conn.reply(t, self.reload())
+        elif t == C.DUMP_NODES:
+            offset = time.time() - self.now()
+            for line in graph_dot.dump_nodes_lines(self.node.graph, wall_offset_s=offset):
+                conn.reply(*line.split(" ")[1:])
+        elif t == C.DUMP_EDGES:
+            for line in graph_dot.dump_edges_lines(self.node.graph):
+                conn.reply(*line.split(" ")[1:])
+        elif t == C.DUMP_SUBNETS:
+            for line in graph_dot.dump_subnets_lines(self.node.subnets):
+                conn.reply(*line.split(" ")[1:])
+        elif t == C.DUMP_CONNECTIONS:
+            for p in sorted(self.peers, key=lambda p: p.label()):
+                # MetaConnection keeps "a PING is outstanding" private; read it for the dump.
+                status = CONN_PINGED if p.meta is not None and p.meta._pinged else 0
+                if p in self.node.graph.mst_connections:
+                    status |= CONN_MST
+                opts = (p.meta.options or 0) if p.meta is not None else 0
+                fd = p.transport.get_extra_info("socket").fileno() if p.transport else -1
+                conn.reply(t, p.label(), p.hostname, f"{opts:x}", fd, f"{status:x}")
+            conn.reply(t, "<control>", "localhost port unix", "0",
+                       writer.get_extra_info("socket").fileno(), f"{CONN_CONTROL:x}")
+            conn.end_dump(t)
+        elif t == C.PURGE:
+            self.node.purge()
+            self.process()
+            conn.reply(t, 0)
+        elif t == C.SET_DEBUG:
+            previous = self.debug_level
+            try:
+                level = int(req.args[0]) if req.args else -1
+            except ValueError:
+                level = -1
+            if level >= 0:
+                self.debug_level = level
+                log.info("Changed debug level from %d to %d", previous, level)
+            conn.reply(t, previous)
+        elif t == C.RETRY:
+            self.retry()
+            conn.reply(t, 0)
+        elif t == C.DISCONNECT:
+            if not req.args:
+                conn.reply(t, -1)
+                return
+            found = False
+            for p in list(self.peers):
+                if p.meta is not None and p.meta.peer_name == req.args[0]:
+                    self.log(DEBUG_CONNECTIONS, f"Disconnecting {req.args[0]}")
+                    self.peer_ended(p, report=True)
+                    found = True
+            self.process()
+            conn.reply(t, 0 if found else -2)
+        else:
+            # RESTART, DUMP_GRAPH, CONNECT, DUMP_TRAFFIC, PCAP, LOG and unknown types.
+            conn.reply(control.INVALID)
