@@ -118,6 +118,12 @@ class ControlServerConnection:
         """Queue "18 <fields...>"."""
         self._out.append(" ".join(str(f) for f in (CONTROL, *fields)) + "\n")
 
+    def reply_line(self, line):
+        """Queue a reply line formatted elsewhere (the dump lines of mesh.graph_dot)."""
+        if not line.startswith(f"{CONTROL} "):
+            raise ValueError(f"not a control reply: {line[:40]!r}")
+        self._out.append(line.rstrip("\n") + "\n")
+
     def end_dump(self, type):
         self.reply(int(type))
 

@@ -660,17 +660,16 @@ class Daemon:
         elif t == C.DUMP_NODES:
             offset = time.time() - self.now()
             for line in graph_dot.dump_nodes_lines(self.node.graph, wall_offset_s=offset):
-                conn.reply(*line.split(" ")[1:])
+                conn.reply_line(line)
         elif t == C.DUMP_EDGES:
             for line in graph_dot.dump_edges_lines(self.node.graph):
-                conn.reply(*line.split(" ")[1:])
+                conn.reply_line(line)
         elif t == C.DUMP_SUBNETS:
             for line in graph_dot.dump_subnets_lines(self.node.subnets):
-                conn.reply(*line.split(" ")[1:])
+                conn.reply_line(line)
         elif t == C.DUMP_CONNECTIONS:
             for p in sorted(self.peers, key=lambda p: p.label()):
-                # MetaConnection keeps "a PING is outstanding" private; read it for the dump.
-                status = CONN_PINGED if p.meta is not None and p.meta._pinged else 0
+                status = CONN_PINGED if p.meta is not None and p.meta.pinged else 0
                 if p in self.node.graph.mst_connections:
                     status |= CONN_MST
                 opts = (p.meta.options or 0) if p.meta is not None else 0

@@ -22,7 +22,7 @@ from tincapp.meta.dedup import SeenRequests
 from tincapp.meta.events import Activated
 from tincapp.meta.messages import (FLOODED, AddEdge, AddSubnet, AnsKey, DelEdge, DelSubnet,
                                    KeyChanged, Message, MtuInfo, ReqKeySptpsPacket, UdpInfo,
-                                   _ReqKeyBase, new_nonce)
+                                   ReqKeyBase, new_nonce)
 
 # tinc's periodic handler (every 5 s) sleeps when both kinds of contradictions exceed this
 # within one period: the damping for two nodes fighting over one name.
@@ -291,7 +291,7 @@ class Node:
                    KeyChanged: self._key_changed}.get(type(msg))
         if handler is not None:
             handler(conn, info.name, msg, line, now)
-        elif isinstance(msg, (_ReqKeyBase, AnsKey, UdpInfo, MtuInfo)):
+        elif isinstance(msg, (ReqKeyBase, AnsKey, UdpInfo, MtuInfo)):
             self._routed(conn, info.name, msg, line)
         else:
             self._log(3, f"Ignoring {msg.request.name} from {info.name}")

@@ -185,6 +185,11 @@ class MetaConnection:
         return self.state is State.ACTIVE
 
     @property
+    def pinged(self) -> bool:
+        """A PING of ours is waiting for its PONG (DUMP_CONNECTIONS shows this)."""
+        return self._pinged
+
+    @property
     def peer_minor(self) -> int | None:
         """The protocol minor from the peer's ACK, once active."""
         return None if self.options is None else options_minor(self.options)

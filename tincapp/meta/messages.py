@@ -486,7 +486,7 @@ class KeyChanged(Message):
 #  COMPAT: a missing or undecodable argument does not close the connection in tinc (the request
 #  is logged and ignored at the destination), so it parses here: an empty argument is "absent".
 @dataclass(frozen=True)
-class _ReqKeyBase(Message):
+class ReqKeyBase(Message):
     request: ClassVar[Request] = Request.REQ_KEY
     subtype: ClassVar[int | None] = None
     from_name: str
@@ -501,12 +501,12 @@ class _ReqKeyBase(Message):
 
 
 @dataclass(frozen=True)
-class ReqKeyLegacy(_ReqKeyBase):
+class ReqKeyLegacy(ReqKeyBase):
     """The legacy key request. Parse and forward it; never originate it."""
 
 
 @dataclass(frozen=True)
-class ReqPubkey(_ReqKeyBase):
+class ReqPubkey(ReqKeyBase):
     subtype: ClassVar[int] = Request.REQ_PUBKEY
 
     def _fields(self):
@@ -514,7 +514,7 @@ class ReqPubkey(_ReqKeyBase):
 
 
 @dataclass(frozen=True)
-class _ReqKeyWithArgument(_ReqKeyBase):
+class _ReqKeyWithArgument(ReqKeyBase):
     argument: str = ""
 
     def __post_init__(self):
@@ -546,7 +546,7 @@ class ReqKeySptpsPacket(_ReqKeyWithArgument):
 
 
 @dataclass(frozen=True)
-class ReqKeyOther(_ReqKeyBase):
+class ReqKeyOther(ReqKeyBase):
     """A subtype this protocol version does not define. Kept so it can be forwarded."""
     reqno: int = 0
     argument: str = ""
