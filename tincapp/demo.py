@@ -8,6 +8,7 @@ again, and print what happened. TODO(#4): the mesh demo on network namespaces re
 import os
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -26,8 +27,10 @@ def command():
 
 class Program:
     def __init__(self, argv):
+        # Own session: stop() kills the whole group (the frozen binary's bootloader forks
+        # the real program; killing the bootloader alone would leave it running).
         self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
+                                  stderr=subprocess.PIPE, start_new_session=True)
         self.streams = {"out": b"", "err": b""}
 
     def wait_for(self, pattern, stream, timeout=10.0):
@@ -47,8 +50,10 @@ class Program:
         self.p.stdin.flush()
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.kill()
+        try:
+            os.killpg(self.p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.p.wait()
         for f in (self.p.stdin, self.p.stdout, self.p.stderr):
             f.close()

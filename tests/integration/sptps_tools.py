@@ -8,6 +8,7 @@ it back from the other side's stdout. Every process is killed at the end.
 import os
 import re
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -59,8 +60,10 @@ class Proc:
 
     def __init__(self, argv):
         self.argv = argv
+        # Own session: stop() kills the whole group. The frozen binary is a bootloader that
+        # forks the real program, and killing only the bootloader would orphan it.
         self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
+                                  stderr=subprocess.PIPE, start_new_session=True)
         self.out = b""
         self.err = b""
 
@@ -99,8 +102,10 @@ class Proc:
         self.p.stdin.flush()
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.kill()
+        try:
+            os.killpg(self.p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.p.wait(timeout=10)
         for f in (self.p.stdin, self.p.stdout, self.p.stderr):
             try:
