@@ -159,6 +159,50 @@ class ControlServerConnection:
         self.state = State.CLOSED
 
 
+# --- LOG streaming (spec control-and-cli.md 2, tinc's logger.c) -----------------------------
+
+DEBUG_UNSET = -1                      # "the daemon's current level"
+DEBUG_SCARY_THINGS = 10
+LOG_TEXT_MAX = 1023                   # COMPAT: logger.c formats into char[1024]; the CLI
+                                      # rejects longer frames
+
+_SGR = {"red": "\x1b[31;1m", "green": "\x1b[32;1m", "yellow": "\x1b[33;1m",
+        "blue": "\x1b[34;1m", "magenta": "\x1b[35;1m", "cyan": "\x1b[36;1m",
+        "white": "\x1b[37;1m", "gray": "\x1b[90m", "reset": "\x1b[0m"}
+# COMPAT: logger.c's priorities[] (syslog priority -> name, colour).
+PRIORITY_DISPLAY = {"EMERGENCY": "magenta", "ALERT": "magenta", "CRITICAL": "magenta",
+                    "ERROR": "red", "WARNING": "yellow", "NOTICE": "cyan", "INFO": "green",
+                    "DEBUG": "blue"}
+
+
+def parse_log_request(args):
+    """(level, color) from the arguments of "18 15 <level> <color>". COMPAT: sscanf leaves
+    missing or malformed numbers at 0; the level is clamped to -1..10."""
+    def num(i):
+        try:
+            return int(args[i])
+        except (IndexError, ValueError):
+            return 0
+    level = max(DEBUG_UNSET, min(DEBUG_SCARY_THINGS, num(0)))
+    return level, bool(num(1))
+
+
+def format_log_text(when, priority, message, color):
+    """logger.c's format_pretty: "<YYYY-mm-dd HH:MM:SS> <PRIORITY padded to 7> <message>",
+    with ANSI colours when asked; `when` is already formatted by the caller (no clock here)."""
+    c = PRIORITY_DISPLAY.get(priority, "white")
+    if color:
+        text = f"{_SGR['gray']}{when} {_SGR[c]}{priority:<7}{_SGR['reset']} {message}"
+    else:
+        text = f"{when} {priority:<7} {message}"
+    return text.encode("utf-8", "replace")[:LOG_TEXT_MAX]
+
+
+def log_frame(text):
+    """One streamed log record:  18 15 <len>\n<len bytes, no newline>."""
+    return f"{CONTROL} {int(Ctl.LOG)} {len(text)}\n".encode() + text
+
+
 # --- the client's side ----------------------------------------------------------------------
 
 def client_greeting(cookie):

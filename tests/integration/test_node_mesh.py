@@ -26,23 +26,25 @@ def free_tcp_port():
         return s.getsockname()[1]
 
 
-def make_network(root, ports, connect_to):
-    """A confbase per node; every confbase holds every node's host file."""
+def make_network(root, ports, connect_to, names=NAMES, auto_connect=()):
+    """A confbase per node; every confbase holds every node's host file. AutoConnect is off
+    except on the nodes named in `auto_connect`, so the meta graph is exactly `connect_to`."""
     pubs = {}
-    for name in NAMES:
+    for name in names:
         base = os.path.join(root, name)
         os.makedirs(os.path.join(base, "hosts"))
         key = keys.generate_private_key(os.urandom)
         keys.write_private_key(os.path.join(base, "ed25519_key.priv"), key)
         pubs[name] = key.public
-    for i, name in enumerate(NAMES):
+    for i, name in enumerate(names):
         base = os.path.join(root, name)
         with open(os.path.join(base, "tinc.conf"), "w") as f:
             f.write(f"Name = {name}\nBindToAddress = 127.0.0.1\n"
-                    f"PingInterval = 5\nPingTimeout = {PING_TIMEOUT_S}\nMaxTimeout = 5\n")
+                    f"PingInterval = 5\nPingTimeout = {PING_TIMEOUT_S}\nMaxTimeout = 5\n"
+                    f"AutoConnect = {'yes' if name in auto_connect else 'no'}\n")
             for peer in connect_to.get(name, ()):
                 f.write(f"ConnectTo = {peer}\n")
-        for j, other in enumerate(NAMES):
+        for j, other in enumerate(names):
             with open(os.path.join(base, "hosts", other), "w") as f:
                 f.write(f"Address = 127.0.0.1\nPort = {ports[other]}\n"
                         f"Subnet = 10.9.0.{j + 1}/32\n" + keys.hosts_line(pubs[other]))
@@ -160,8 +162,7 @@ def mesh(request):
     make_network(root, ports, topology)
     for name in real:
         with open(os.path.join(root, name, "tinc.conf"), "a") as f:
-            # tincapp has no AutoConnect yet; keep the reference nodes to the topology.
-            f.write("DeviceType = dummy\nAutoConnect = no\n")
+            f.write("DeviceType = dummy\n")
     daemons = Daemons((n, Tincd(root, n, real=n in real)) for n in NAMES)
     daemons.topology = topology
     try:

@@ -74,3 +74,24 @@ def test_random_lines_never_raise(lines):
     c = conn()
     for line in lines:
         c.receive_line(line)
+
+
+# --- LOG streaming ---------------------------------------------------------------------------
+
+def test_log_request_arguments_are_clamped_like_sscanf():
+    from tincapp.control import parse_log_request
+    assert parse_log_request(("5", "1")) == (5, True)
+    assert parse_log_request(("-7", "0")) == (-1, False)
+    assert parse_log_request(("99",)) == (10, False)
+    assert parse_log_request(("x", "y")) == (0, False)
+
+
+def test_log_text_and_frame():
+    from tincapp.control import format_log_text, log_frame
+    text = format_log_text("2026-01-02 03:04:05", "INFO", "hello", False)
+    assert text == b"2026-01-02 03:04:05 INFO    hello"
+    assert log_frame(text) == b"18 15 33\n" + text
+    colored = format_log_text("2026-01-02 03:04:05", "ERROR", "bad", True)
+    assert colored == b"\x1b[90m2026-01-02 03:04:05 \x1b[31;1mERROR  \x1b[0m bad"
+    # COMPAT: logger.c's 1024-byte buffer; the CLI refuses longer frames.
+    assert len(format_log_text("t", "DEBUG", "x" * 5000, False)) == 1023

@@ -1,8 +1,10 @@
 """The daemon's asyncio shell (tinc's net.c, net_setup.c, net_socket.c, control.c main loop).
 
-Owns: the listening TCP sockets, one MetaConnection per meta socket, the outgoing ConnectTo
-entries with their back-off, the control socket and PID file, signals, the script runner and
-the single timer re-armed at the earliest deadline of the cores. Protocol decisions are made by
+Owns: the listening TCP sockets, one MetaConnection per meta socket, the outgoing entries
+(ConnectTo and AutoConnect) with their back-off, the address cache files, the control socket
+(with its LOG subscribers, via ControlLogHandler) and PID file, signals, the script runner and
+the single timer re-armed at the earliest deadline of the cores. AutoConnect decisions come
+from mesh.autoconnect, address order from mesh.address_cache. Protocol decisions are made by
 MetaConnection (one connection) and mesh.node.Node (the mesh); this module moves bytes, events
 and actions between them and the operating system.
 
@@ -22,8 +24,11 @@ from dataclasses import dataclass, field
 from tincapp import control
 from tincapp.config import netconf
 from tincapp.errors import ConfigError
+from tincapp.io.controllog import ControlLogHandler
 from tincapp.io.scripts import ScriptRunner
-from tincapp.mesh import graph_dot
+from tincapp.mesh import autoconnect, graph_dot
+from tincapp.mesh.address_cache import CACHE_SUFFIX, AddressCache, known_addresses
+from tincapp.mesh.graph import STATUS_HAS_ADDRESS
 from tincapp.mesh.subnets import DEFAULT_BROADCAST_SUBNETS, Subnet
 from tincapp.mesh.node import Close, ForUs, Node, RunScript, SendTo, Sleep, TunnelReset
 from tincapp.meta.connection import MetaConnection, PeerSettings
@@ -70,8 +75,12 @@ class Outgoing:
 class MetaPeer(asyncio.Protocol):
     """One meta TCP socket: feeds bytes to its MetaConnection and reports to the daemon."""
 
+    _serials = iter(range(1, 1 << 62))
+
     def __init__(self, daemon, outgoing: Outgoing | None):
         self.daemon = daemon
+        # Creation order: tinc's connection_list order, which AutoConnect's choices follow.
+        self.serial = next(MetaPeer._serials)
         self.outgoing = outgoing
         self.meta = None
         self.transport = None
@@ -158,6 +167,10 @@ class Daemon:
         self._timer = None
         self._stopped = None
         self._stopping = False
+        self.log_handler = ControlLogHandler(lambda: self.debug_level)
+        self.autoconnect = None
+        self._has_address = set()
+        self._caches: dict[str, AddressCache] = {}
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -165,8 +178,16 @@ class Daemon:
         return self.loop.time()
 
     def log(self, level, text):
+        """Log `text` at tinc debug level `level`: to the daemon's log if within its debug
+        level, and to LOG subscribers that asked for that level (tinc's logcontrol)."""
+        extra = {"tinc_level": level}
         if level <= self.debug_level:
-            log.info(text)
+            log.info(text, extra=extra)
+            if log.isEnabledFor(logging.INFO):
+                return                      # the root logger's handlers include ours
+        if self.log_handler.wants(level):
+            self.log_handler.handle(log.makeRecord(log.name, logging.INFO, "(daemon)", 0, text,
+                                                   (), None, extra=extra))
 
     def peer_settings(self, name):
         """lookup_peer for MetaConnection: what hosts/NAME and our config say about `name`."""
@@ -207,6 +228,7 @@ class Daemon:
         """Listen, write the PID file, open the control socket, run tinc-up and connect.
         DaemonError if the node cannot start."""
         self.loop = asyncio.get_running_loop()
+        logging.getLogger().addHandler(self.log_handler)
         cfg = self.config
         await self._listen()
         now = self.now()
@@ -226,6 +248,9 @@ class Daemon:
         self.scripts = ScriptRunner(cfg.paths.confbase, base_env,
                                     interpreter=cfg.scripts_interpreter,
                                     extension=cfg.scripts_extension)
+        self.autoconnect = autoconnect.AutoConnect(rng=os.urandom, now=now,
+                                                   enabled=cfg.auto_connect)
+        self._scan_addresses()
         await self._open_control()
         self._stopped = asyncio.Event()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
@@ -239,6 +264,18 @@ class Daemon:
         for o in list(self.outgoings.values()):
             self._start_outgoing(o)
         self.process()
+
+    def _scan_addresses(self):
+        """Which nodes have an Address line in their host file (tinc's load_all_nodes sets
+        has_address at start and on reload); AutoConnect only dials those or reachable ones."""
+        found = set()
+        for name in netconf.host_names(self.config.paths):
+            try:
+                if self.config.load_host(name, missing_ok=True).addresses:
+                    found.add(name)
+            except ConfigError as e:
+                self.log(DEBUG_CONNECTIONS, f"Could not read host file of {name}: {e}")
+        self._has_address = found
 
     def _family(self):
         """AddressFamily as a socket family."""
@@ -362,6 +399,7 @@ class Daemon:
             except OSError:
                 pass
         log.info("Terminating")
+        logging.getLogger().removeHandler(self.log_handler)
 
     def process(self):
         """Called after any input: move events to the node, actions to the connections, flush,
@@ -403,10 +441,12 @@ class Daemon:
                      f"{ev.line.decode('latin-1')}")
             self.node.request_received(p, ev.msg, ev.line, now)
         elif isinstance(ev, PongReceived):
-            if p.outgoing is not None:
-                # The address works: the next attempt starts over without waiting.
+            if p.outgoing is not None and p.outgoing.timeout_s:
+                # COMPAT: pong_h: after a retry the address works: reset the back-off, start
+                # the candidates over and remember the address first.
                 p.outgoing.timeout_s = 0
                 p.outgoing.index = 0
+                self._remember_address(p)
         elif isinstance(ev, ConnectionFailed):
             level = DEBUG_CONNECTIONS
             self.log(level, f"Closing connection with {p.label()} ({p.hostname}): {ev.reason}")
@@ -439,7 +479,12 @@ class Daemon:
             elif isinstance(act, Sleep):
                 self._sleep(act.seconds)
             elif isinstance(act, TunnelReset):
-                pass                       # no tunnels without the data plane
+                # No tunnels without the data plane. COMPAT: graph.c caches the address of
+                # our outgoing connection to a node that just became reachable.
+                conn = self.node.connection_for(act.name)
+                if (conn is not None and conn.outgoing is not None
+                        and self.node.graph.is_reachable(act.name)):
+                    self._remember_address(conn)
             elif isinstance(act, ForUs):
                 self.log(DEBUG_PROTOCOL, f"Ignoring {act.msg.request.name} for us from "
                          f"{act.msg.from_name}: no data plane yet")
@@ -490,22 +535,62 @@ class Daemon:
         o.retry_at = None
         self.loop.create_task(self._do_outgoing(o))
 
-    async def _candidates(self, o):
-        """Addresses to try: known edges' addresses of the node, then its Address lines."""
-        out = []
-        n = self.node.graph.node(o.name)
-        if n is not None:
-            for other in self.node.graph.nodes():
-                e = other.edges.get(o.name)
-                if e is not None and e.address is not None and not e.address.unknown:
-                    out.append((e.address.host, e.address.port))
+    # --- address cache -------------------------------------------------------------------
+
+    def _cache_path(self, name):
+        return os.path.join(self.config.paths.confbase, "cache", name + CACHE_SUFFIX)
+
+    def _address_cache(self, name) -> AddressCache:
+        """The node's cache, read from its file on first use (tinc's open_address_cache)."""
+        cache = self._caches.get(name)
+        if cache is None:
+            try:
+                with open(self._cache_path(name), "rb") as f:
+                    data = f.read()
+            except OSError:
+                data = None
+            cache = self._caches[name] = AddressCache.decode(data)
+        return cache
+
+    def _remember_address(self, p):
+        """Put the address `p` is connected to first in its node's cache and rewrite the
+        file atomically (a crash leaves the old or the new list, never half of one)."""
+        name = self.node.connection_name(p) or (p.outgoing.name if p.outgoing else None)
+        peer = p.transport.get_extra_info("peername") if p.transport else None
+        if name is None or not peer:
+            return
+        cache = self._address_cache(name)
+        if not cache.add_recent((str(peer[0]), str(peer[1]))):
+            return
+        self.log(DEBUG_CONNECTIONS, f"Caching recent address for {name}")
+        path = self._cache_path(name)
+        tmp = f"{path}.{os.getpid()}.tmp"
         try:
-            h = self.config.load_host(o.name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(cache.encode())
+            os.replace(tmp, path)
+        except OSError as e:
+            # COMPAT: tinc ignores a cache it cannot write; the in-memory list still counts.
+            self.log(DEBUG_CONNECTIONS, f"Could not write address cache {path}: {e}")
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    async def _candidates(self, o):
+        """Addresses to try, in tinc's order: cached ones, then where other nodes see the
+        node (paired edges), then its Address lines."""
+        # DEVIATION: an Address line stays one candidate (host, port); create_connection
+        # resolves it and tries its results in getaddrinfo order, where tinc tries them in
+        # reverse order.
+        try:
+            configured = list(self.config.load_host(o.name).connect_addresses())
         except ConfigError as e:
             log.error("Could not read host file of %s: %s", o.name, e)
-            return out
-        out += list(h.connect_addresses())
-        return out
+            configured = []
+        return self._address_cache(o.name).candidates(
+            known_addresses(self.node.graph, o.name), configured)
 
     async def _do_outgoing(self, o: Outgoing):
         """tinc's do_outgoing_connection: try candidates in order until one connects."""
@@ -580,10 +665,14 @@ class Daemon:
             log.error("Unable to reread configuration file: %s", e)
             return errno.EINVAL
         self.config = new
+        self.autoconnect.enabled = new.auto_connect
+        self._scan_addresses()
         self.node.set_own_subnets(new.subnets)
         for name in netconf.host_names(new.paths):
             if name != new.name:
                 self.node.graph.ensure_node(name)
+        # COMPAT: try_outgoing_connections keeps only ConnectTo entries; autoconnected ones
+        # are closed too (AutoConnect makes new ones).
         for name in list(self.outgoings):
             if name not in new.connect_to:
                 o = self.outgoings.pop(name)
@@ -604,6 +693,7 @@ class Daemon:
             return
         deadlines = [p.meta.next_deadline() for p in self.peers if p.meta is not None]
         deadlines.append(self.node.next_deadline())
+        deadlines.append(self.autoconnect.next_deadline())
         deadlines += [o.retry_at for o in self.outgoings.values()]
         deadlines = [d for d in deadlines if d is not None]
         if self._timer is not None:
@@ -622,11 +712,56 @@ class Daemon:
             if p.meta is not None:
                 p.meta.handle_deadline(now)
         self.node.handle_deadline(now)
-        for o in self.outgoings.values():
+        for o in list(self.outgoings.values()):
             if o.retry_at is not None and now >= o.retry_at:
                 o.retry_at = None
                 self._start_outgoing(o)
+        if self.autoconnect.due(now):
+            for act in self.autoconnect.handle_deadline(now, self._mesh_view()):
+                self._apply_autoconnect(act)
         self.process()
+
+    # --- AutoConnect -----------------------------------------------------------------------
+
+    def _mesh_view(self) -> autoconnect.MeshView:
+        """The snapshot AutoConnect decides on."""
+        g = self.node.graph
+        active = set(self.node.active_connections())
+        nodes = [autoconnect.NodeInfo(n.name, reachable=n.reachable,
+                                      has_address=n.name in self._has_address,
+                                      connected=self.node.connection_for(n.name) is not None)
+                 for n in g.nodes()]
+        conns = []
+        for p in sorted(self.peers, key=lambda p: p.serial):
+            name = self.node.connection_name(p)
+            gn = g.node(name) if name is not None else None
+            conns.append(autoconnect.ConnInfo(name, active=p in active,
+                                              outgoing=p.outgoing is not None,
+                                              peer_edges=len(gn.edges) if gn else 0))
+        outgoing = [autoconnect.OutgoingInfo(o.name, in_progress=o.busy)
+                    for o in self.outgoings.values()]
+        return autoconnect.MeshView(self.config.name, nodes, conns, outgoing)
+
+    def _apply_autoconnect(self, act):
+        if isinstance(act, autoconnect.ConnectTo):
+            self.log(DEBUG_CONNECTIONS, f"Autoconnecting to {act.name}")
+            o = self.outgoings[act.name] = Outgoing(act.name)
+            self._start_outgoing(o)
+        elif isinstance(act, autoconnect.DropConnection):
+            p = self.node.connection_for(act.name)
+            if p is None:
+                return
+            self.log(DEBUG_CONNECTIONS, f"Autodisconnecting from {act.name}")
+            o = p.outgoing
+            if o is not None and self.outgoings.get(o.name) is o:
+                del self.outgoings[o.name]
+            p.outgoing = None             # no reconnect once it is closed
+            self.peer_ended(p, report=True)
+        elif isinstance(act, autoconnect.CancelOutgoing):
+            o = self.outgoings.pop(act.name, None)
+            if o is not None:
+                self.log(DEBUG_CONNECTIONS, f"Cancelled outgoing connection to {act.name}")
+                o.retry_at = None
 
     # --- control socket --------------------------------------------------------------------
 
@@ -646,6 +781,7 @@ class Daemon:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
+            self.log_handler.unsubscribe(writer)
             self.control_clients.discard(writer)
             writer.close()
 
@@ -659,7 +795,11 @@ class Daemon:
             conn.reply(t, self.reload())
         elif t == C.DUMP_NODES:
             offset = time.time() - self.now()
-            for line in graph_dot.dump_nodes_lines(self.node.graph, wall_offset_s=offset):
+            # Graph status bits plus has_address, which this shell owns.
+            runtime = {name: graph_dot.NodeRuntime(status=STATUS_HAS_ADDRESS)
+                       for name in self._has_address}
+            for line in graph_dot.dump_nodes_lines(self.node.graph, runtime,
+                                                   wall_offset_s=offset):
                 conn.reply_line(line)
         elif t == C.DUMP_EDGES:
             for line in graph_dot.dump_edges_lines(self.node.graph):
@@ -695,6 +835,10 @@ class Daemon:
         elif t == C.RETRY:
             self.retry()
             conn.reply(t, 0)
+        elif t == C.LOG:
+            # COMPAT: no reply; records follow as "18 15 <len>" frames (control.c REQ_LOG).
+            level, color = control.parse_log_request(req.args)
+            self.log_handler.subscribe(writer, level, color)
         elif t == C.DISCONNECT:
             if not req.args:
                 conn.reply(t, -1)
@@ -708,5 +852,5 @@ class Daemon:
             self.process()
             conn.reply(t, 0 if found else -2)
         else:
-            # RESTART, DUMP_GRAPH, CONNECT, DUMP_TRAFFIC, PCAP, LOG and unknown types.
+            # RESTART, DUMP_GRAPH, CONNECT, DUMP_TRAFFIC, PCAP and unknown types.
             conn.reply(control.INVALID)
