@@ -55,6 +55,30 @@ class Namespaces:
             ip("-n", self.names[ns], "addr", "add", addr, "dev", dev)
             ip("-n", self.names[ns], "link", "set", dev, "up")
 
+    def bridge(self, name, dev="br0"):
+        """A bridge device `dev` (up, no STP) in namespace `name`: a switch for `port()`."""
+        ip("-n", self.names[name], "link", "add", dev, "type", "bridge")
+        ip("-n", self.names[name], "link", "set", dev, "up")
+        return dev
+
+    def port(self, a, addr_a, switch, dev="br0"):
+        """A veth pair from namespace a (address addr_a) to a port of bridge `dev` in
+        namespace `switch`; returns the name of a's end (for `set_link`)."""
+        tag = uuid.uuid4().hex[:6]
+        va, vb = f"va{tag}", f"vb{tag}"
+        ip("link", "add", va, "type", "veth", "peer", "name", vb)
+        ip("link", "set", va, "netns", self.names[a])
+        ip("link", "set", vb, "netns", self.names[switch])
+        ip("-n", self.names[a], "addr", "add", addr_a, "dev", va)
+        ip("-n", self.names[a], "link", "set", va, "up")
+        ip("-n", self.names[switch], "link", "set", vb, "master", dev)
+        ip("-n", self.names[switch], "link", "set", vb, "up")
+        return va
+
+    def set_link(self, name, dev, up):
+        """`ip link set dev up|down` inside namespace `name`."""
+        ip("-n", self.names[name], "link", "set", dev, "up" if up else "down")
+
     def cmd(self, name, argv):
         """argv run inside namespace `name`."""
         return ["ip", "netns", "exec", self.names[name], *argv]
