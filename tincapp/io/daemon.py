@@ -70,6 +70,8 @@ class Outgoing:
     retry_at: float | None = None
     busy: bool = False       # a connect is in progress or a connection exists
     peer: "MetaPeer | None" = None
+    attempt: "asyncio.Task | None" = None    # the TCP connect in progress
+    abandoned: bool = False  # retry() cancelled `attempt`: go on with the next address
 
 
 class MetaPeer(asyncio.Protocol):
@@ -620,14 +622,27 @@ class Daemon:
                 o.index += 1
                 self.log(DEBUG_CONNECTIONS, f"Trying to connect to {o.name} ({host} port "
                          f"{port})")
+                o.attempt = self.loop.create_task(self.loop.create_connection(
+                    lambda: MetaPeer(self, o), host, int(port), family=self._family()))
                 try:
-                    await asyncio.wait_for(self.loop.create_connection(
-                        lambda: MetaPeer(self, o), host, int(port), family=self._family()),
-                        self.config.ping_timeout_s)
+                    await asyncio.wait_for(o.attempt, self.config.ping_timeout_s)
                 except (OSError, asyncio.TimeoutError, ValueError) as e:
+                    reason = getattr(e, "strerror", None) or str(e) or "timed out"
                     self.log(DEBUG_CONNECTIONS, f"Could not connect to {o.name} ({host} port "
-                             f"{port}): {getattr(e, 'strerror', None) or e or 'timeout'}")
+                             f"{port}): {reason}")
                     continue
+                except asyncio.CancelledError:
+                    if not o.abandoned:
+                        raise                       # the daemon is shutting down
+                    o.abandoned = False
+                    self.log(DEBUG_CONNECTIONS, f"Abandoned connecting to {o.name} ({host} "
+                             f"port {port})")
+                    # DEVIATION: tinc goes on with the next address and, with none left,
+                    # backs off 5 s. RETRY means "connect now": start over at the first one.
+                    o.index = 0
+                    continue
+                finally:
+                    o.attempt = None
                 # connection_made found the peer; MetaPeer registered itself.
                 o.peer = next((p for p in self.peers if p.outgoing is o and not p.closed),
                               None)
@@ -650,7 +665,12 @@ class Daemon:
         self.log(DEBUG_NOTHING, "Got ALRM signal or RETRY request")
         for o in self.outgoings.values():
             o.timeout_s = 0
-            if not o.busy:
+            if o.attempt is not None and not o.attempt.done():
+                # COMPAT: tinc's retry() times out connects in progress rather than wait
+                # for a connect into a link that was down (see _do_outgoing).
+                o.abandoned = True
+                o.attempt.cancel()
+            elif not o.busy:
                 o.index = 0
                 self._start_outgoing(o)
 
