@@ -18,7 +18,8 @@ import os
 import stat
 
 from tincapp import b64
-from tincapp.errors import Base64Error, KeyFileError
+from tincapp.config.parse import parse_text
+from tincapp.errors import Base64Error, ConfigError, KeyFileError
 from tincapp.sptps.crypto import PrivateKey, public_from_expanded
 
 log = logging.getLogger(__name__)
@@ -182,47 +183,6 @@ def public_key_from_b64(value: str, source: str = "<public key>") -> bytes:
     return public
 
 
-def _config_variables(text: str, source: str):
-    """(lineno, name, value) per variable line, with tinc's config syntax (src/conf.c).
-
-    Only as much of the syntax as finding a key needs; tincapp/config/ owns the full parser.
-    """
-    in_pem = False
-    for lineno, line in enumerate(_lines(text), 1):
-        # readline(): drop the '\n' and one '\r' before it.
-        if line.endswith("\n"):
-            line = line[:-1]
-            if line.endswith("\r"):
-                line = line[:-1]
-        # COMPAT: only lines whose first character is '#' are comments; an indented '#' is not.
-        if not line or line.startswith("#"):
-            continue
-        # COMPAT: PEM blocks inside hosts files are skipped up to the next "-----END" line.
-        if in_pem:
-            if line.startswith("-----END"):
-                in_pem = False
-            continue
-        if line.startswith("-----BEGIN"):
-            in_pem = True
-            continue
-        # The name ends at the first space, tab or '='; then spaces/tabs, an optional '=',
-        # spaces/tabs, and the rest (minus trailing spaces/tabs) is the value.
-        name_len = len(line)
-        for i, ch in enumerate(line):
-            if ch in "\t =":
-                name_len = i
-                break
-        name = line[:name_len]
-        value = line[name_len:].lstrip("\t ")
-        if value.startswith("="):
-            value = value[1:].lstrip("\t ")
-        value = value.rstrip("\t ")
-        if not value:
-            # COMPAT: tinc stops reading the file here and the whole host config fails.
-            raise KeyFileError(f"{source}:{lineno}: no value for variable '{name}'")
-        yield lineno, name, value
-
-
 def public_key_from_host_text(text: str, source: str = "<hosts file>") -> bytes:
     """The Ed25519 public key of a hosts file (or of a PEM public key file).
 
@@ -230,9 +190,13 @@ def public_key_from_host_text(text: str, source: str = "<hosts file>") -> bytes:
     there is one (an invalid value is an error, with no fallback), else the first
     ED25519 PUBLIC KEY PEM block.
     """
-    for lineno, name, value in _config_variables(text, source):
-        if _ascii_ieq(name, PUBLIC_KEY_VARIABLE):
-            return public_key_from_b64(value, f"{source}:{lineno}")
+    try:
+        entries = parse_text(text, source)
+    except ConfigError as e:
+        raise KeyFileError(str(e)) from e
+    for entry in entries:
+        if _ascii_ieq(entry.name, PUBLIC_KEY_VARIABLE):
+            return public_key_from_b64(entry.value, f"{source}:{entry.line}")
     if not any(line.startswith(_BEGIN + PUBLIC_PEM_TYPE) for line in _lines(text)):
         raise KeyFileError(
             f"{source}: no Ed25519 public key (neither {PUBLIC_KEY_VARIABLE} nor a "
