@@ -72,17 +72,19 @@ class Tincd:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited: {self.read_log()}")
+                raise AssertionError(f"{self.name} exited: {self.read_log(3000)}")
             try:
                 self.request(Ctl.DUMP_NODES)
                 return
             except (OSError, ValueError):
                 time.sleep(0.1)
-        raise AssertionError(f"{self.name} did not start: {self.read_log()}")
+        raise AssertionError(f"{self.name} did not start: {self.read_log(3000)}")
 
-    def read_log(self):
+    def read_log(self, tail=None):
+        """The daemon's whole log, or its last `tail` characters (for error messages)."""
         with open(os.path.join(self.base, "stderr.log"), "rb") as f:
-            return f.read().decode(errors="replace")[-3000:]
+            text = f.read().decode(errors="replace")
+        return text[-tail:] if tail else text
 
     def request(self, type, *args):
         """One control request; the reply lines (dumps: up to the terminator)."""
