@@ -108,38 +108,51 @@ class Client:
     def request(self, *fields):
         return self.send(" ".join(str(f) for f in (control.CONTROL, *fields)))
 
-    def recvline(self):
-        """The next line without its newline, or None at EOF / error / timeout."""
+    def _fill(self, enough):
+        """Read from the socket until enough(buffer) holds; False at EOF / error / timeout."""
         if self.sock is None:
-            return None
-        while b"\n" not in self._buf:
+            return False
+        while not enough(self._buf):
             try:
                 data = self.sock.recv(65536)
             except InterruptedError:
                 continue
             except OSError:
-                return None
+                return False
             if not data:
-                return None
+                return False
             self._buf += data
+        return True
+
+    def recvline(self):
+        """The next line without its newline, or None at EOF / error / timeout."""
+        if not self._fill(lambda buf: b"\n" in buf):
+            return None
         line, _, self._buf = self._buf.partition(b"\n")
         if len(line) >= MAX_LINE:
             return None
         return line.decode("latin-1")
 
     def recvdata(self, n):
-        while len(self._buf) < n:
-            try:
-                data = self.sock.recv(65536)
-            except InterruptedError:
-                continue
-            except OSError:
-                return None
-            if not data:
-                return None
-            self._buf += data
+        if not self._fill(lambda buf: len(buf) >= n):
+            return None
         data, self._buf = self._buf[:n], self._buf[n:]
         return data
+
+    def recv_framed(self, req, max_len):
+        """The payload of one streamed "18 <req> <len>" + len bytes record (LOG, PCAP), or
+        None when the stream ends or breaks the framing."""
+        line = self.recvline()
+        if line is None:
+            return None
+        t = line.split()
+        try:
+            code, got, n = int(t[0]), int(t[1]), int(t[2])
+        except (IndexError, ValueError):
+            return None
+        if code != control.CONTROL or got != req or not 0 <= n <= max_len:
+            return None
+        return self.recvdata(n)
 
     def lines(self):
         """Lines until EOF (the dump parsers stop at their terminator)."""

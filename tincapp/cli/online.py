@@ -522,17 +522,7 @@ def cmd_log(ctx, args, client):
     client.sock.settimeout(None)
     try:
         while True:
-            line = client.recvline()
-            if line is None:
-                break
-            t = line.split()
-            try:
-                code, req, n = int(t[0]), int(t[1]), int(t[2])
-            except (IndexError, ValueError):
-                break
-            if code != control.CONTROL or req != Ctl.LOG or n < 0 or n > 1024:
-                break
-            data = client.recvdata(n)
+            data = client.recv_framed(Ctl.LOG, 1024)
             if data is None:
                 break
             out_bytes(data + b"\n")
@@ -552,22 +542,12 @@ def cmd_pcap(ctx, args, client):
     out_bytes(struct.pack("=IHHiIII", 0xa1b2c3d4, 2, 4, 0, 0, snaplen or 9018, 1))
     try:
         while True:
-            line = client.recvline()
-            if line is None:
-                break
-            t = line.split()
-            try:
-                code, req, n = int(t[0]), int(t[1]), int(t[2])
-            except (IndexError, ValueError):
-                break
-            if code != control.CONTROL or req != Ctl.PCAP or n < 0 or n > 9018:
-                break
-            data = client.recvdata(n)
+            data = client.recv_framed(Ctl.PCAP, 9018)
             if data is None:
                 break
             now = time.time()
             sec = int(now)
-            out_bytes(struct.pack("=IIII", sec, int((now - sec) * 1e6), n, n) + data)
+            out_bytes(struct.pack("=IIII", sec, int((now - sec) * 1e6), len(data), len(data)) + data)
     except KeyboardInterrupt:
         pass
     client.close()
