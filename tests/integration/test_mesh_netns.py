@@ -8,8 +8,6 @@ Needs root and network namespaces; the mixed test also a tinc 1.1 build in TINC_
 Meta level only: DeviceType = dummy, no data plane."""
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.integration.netns import Namespaces, netns_unavailable
-from tincapp import control, keys
+from tests.integration.test_node_mesh import Tincd
+from tincapp import keys
 from tincapp.control import Ctl
 from tincapp.mesh.subnets import DEFAULT_BROADCAST_SUBNETS
 
@@ -42,63 +41,15 @@ TINC_BIN_DIR = os.environ.get("TINC_BIN_DIR")
 STATUS_REACHABLE = 0x10
 
 
-class Node:
+class Node(Tincd):
     """One daemon in its namespace: tincapp's, or the reference tincd (real=True)."""
 
     def __init__(self, ns, root, name, dev, real=False):
-        self.ns, self.name, self.dev, self.real = ns, name, dev, real
-        self.base = os.path.join(root, name)
-        self.pidfile = os.path.join(self.base, "pid")
-        self.proc = None
-        self.log = None
+        super().__init__(root, name, real)
+        self.ns, self.dev = ns, dev
 
-    def start(self):
-        self.log = open(os.path.join(self.base, "stderr.log"), "ab")
-        prog = ([os.path.join(TINC_BIN_DIR, "tincd")] if self.real
-                else [sys.executable, "-m", "tincapp", "tincd"])
-        self.proc = subprocess.Popen(
-            self.ns.cmd(self.name, prog + ["-D", "-d3", "-c", self.base,
-                                           f"--pidfile={self.pidfile}"]),
-            stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited: {self.read_log()}")
-            try:
-                self.request(Ctl.DUMP_NODES)
-                return
-            except Exception:       # no socket yet, or the killed predecessor's PID file
-                time.sleep(0.1)
-        raise AssertionError(f"{self.name} did not start: {self.read_log()}")
-
-    def read_log(self):
-        with open(os.path.join(self.base, "stderr.log"), "rb") as f:
-            return f.read().decode(errors="replace")[-3000:]
-
-    def request(self, type, *args):
-        """One control request on the socket; the reply lines (dumps: up to the end line)."""
-        with open(self.pidfile) as f:
-            pid = control.parse_pidfile(f.read())
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(5)
-            s.connect(self.pidfile + ".socket")
-            f = s.makefile("rw", newline="\n")
-            f.write(control.client_greeting(pid.cookie))
-            f.flush()
-            control.check_server_greeting(f.readline(), f.readline())
-            f.write(control.control_request(type, *args))
-            f.flush()
-            lines = []
-            while True:
-                line = f.readline()
-                if not line:
-                    raise OSError("control connection closed")
-                if line.split() == ["18", str(int(type))]:
-                    return lines
-                lines.append(line.rstrip("\n"))
-                if type not in (Ctl.DUMP_NODES, Ctl.DUMP_EDGES, Ctl.DUMP_SUBNETS,
-                                Ctl.DUMP_CONNECTIONS):
-                    return lines
+    def command(self, argv):
+        return self.ns.cmd(self.name, argv)
 
     def raw_view(self):
         """(reachable nodes, edges as (from, to)) straight from the control socket: fast, for
@@ -120,17 +71,6 @@ class Node:
         """Cable cut, then SIGKILL."""
         self.ns.set_link(self.name, self.dev, up=False)
         self.kill()
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.log is not None:
-            self.log.close()
-            self.log = None
 
 
 def run(argv):

@@ -232,7 +232,7 @@ def dump_invitations(ctx):
 
 def _usage_error(message):
     err(message)
-    return CliError(f"Try `tinc --help' for more information.")
+    return CliError("Try `tinc --help' for more information.")
 
 
 def cmd_dump(ctx, args, client):
