@@ -242,11 +242,13 @@ def open_stream(RecordKey key not None, uint32_t seqno, body):
 
 # --- batches -----------------------------------------------------------------------------
 
-def seal_batch(RecordKey key not None, uint32_t first_seqno, src, dst, size_t headroom=0):
-    """Seal every OK slot of `src` (type in src.types, data in the slot) as a datagram record
-    into the same slot of `dst`, after `headroom` bytes the caller fills (tinc's node IDs).
-    Sequence numbers run from first_seqno, one per sealed slot; returns the next one.
-    dst.status: OK, TOO_BIG (record does not fit the slot), EMPTY (src slot was not OK)."""
+def seal_batch(RecordKey key not None, uint32_t first_seqno, src, dst, size_t headroom=0,
+               size_t src_offset=0):
+    """Seal every OK slot of `src` (type in src.types, data in the slot from `src_offset` to
+    its length) as a datagram record into the same slot of `dst`, after `headroom` bytes the
+    caller fills (tinc's node IDs). Sequence numbers run from first_seqno, one per sealed slot;
+    returns the next one. dst.status: OK, TOO_BIG (record does not fit the slot), SHORT (the
+    slot is shorter than src_offset), EMPTY (src slot was not OK)."""
     cdef const uint8_t[::1] sbuf = src.buf
     cdef const uint32_t[::1] slen = src.lengths
     cdef const uint8_t[::1] stype = src.types
@@ -270,7 +272,11 @@ def seal_batch(RecordKey key not None, uint32_t first_seqno, src, dst, size_t he
                 dstat[i] = SLOT_EMPTY
                 dlen[i] = 0
                 continue
-            n = slen[i]
+            if slen[i] < src_offset:
+                dstat[i] = SLOT_SHORT
+                dlen[i] = 0
+                continue
+            n = slen[i] - src_offset
             if headroom + n + 21 > <size_t>dstride:
                 dstat[i] = SLOT_TOO_BIG
                 dlen[i] = 0
@@ -278,7 +284,7 @@ def seal_batch(RecordKey key not None, uint32_t first_seqno, src, dst, size_t he
             o = &dbuf[i * dstride] + headroom
             # data first: in place (src is dst) the header would overwrite unread data
             if n:
-                memmove(o + 5, &sbuf[i * sstride], n)
+                memmove(o + 5, &sbuf[i * sstride] + src_offset, n)
             _put_be32(o, seqno)
             o[4] = stype[i]
             _seal(key.key, seqno, o + 4, n + 1, o + 4)
@@ -291,12 +297,14 @@ def seal_batch(RecordKey key not None, uint32_t first_seqno, src, dst, size_t he
     return seqno
 
 
-def open_batch(RecordKey key not None, src, dst, Py_ssize_t start=0, size_t offset=0):
-    """Open the datagram records in src slots [start, src.count), each found `offset` bytes
+def open_batch(RecordKey key not None, src, dst, Py_ssize_t start=0, size_t offset=0,
+               Py_ssize_t stop=-1):
+    """Open the datagram records in src slots [start, stop) (stop -1: src.count; slots from
+    stop on are left alone), each found `offset` bytes
     into its slot, into the same slots of dst: payload at the start of the slot, type in
     dst.types, seqno in dst.seqnos, status OK / SHORT / BAD_TAG / TOO_BIG / EMPTY.
     Stops after the first authentic record whose type is >= 128 (a handshake record may change
-    the receive key) and returns the index after it; otherwise returns src.count.
+    the receive key) and returns the index after it; otherwise returns stop.
     No replay check: run the replay window over the OK slots afterwards."""
     cdef const uint8_t[::1] sbuf = src.buf
     cdef const uint32_t[::1] slen = src.lengths
@@ -308,7 +316,7 @@ def open_batch(RecordKey key not None, src, dst, Py_ssize_t start=0, size_t offs
     cdef uint8_t[::1] dstat = dst.status
     cdef Py_ssize_t count = src.count
     cdef Py_ssize_t sstride = src.slot_size, dstride = dst.slot_size
-    cdef Py_ssize_t i, stop = count
+    cdef Py_ssize_t i
     cdef size_t n, reclen
     cdef uint32_t seqno
     cdef const uint8_t* rec
@@ -319,8 +327,10 @@ def open_batch(RecordKey key not None, src, dst, Py_ssize_t start=0, size_t offs
         raise ValueError("destination batch has fewer slots than the source")
     if start < 0:
         start = 0
+    if stop < 0 or stop > count:
+        stop = count
     with nogil:  # all buffers pinned by the typed memoryviews above
-        for i in range(start, count):
+        for i in range(start, stop):
             reclen = slen[i]               # read before dlen[i] is written: src may be dst
             dlen[i] = 0
             if sstat[i] != SLOT_OK:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tests.reference import record as R
 from tincapp import accel
-from tincapp.datapath.batch import SLOT_NAMES, SLOT_OK, PacketBatch
+from tincapp.datapath.batch import SLOT_NAMES, SLOT_OK, SLOT_SHORT, PacketBatch
 from tincapp.errors import DecryptError, WireError
 
 C = accel.record
@@ -168,14 +168,15 @@ def plain_batches(draw, max_slots=8, max_len=600):
 
 @SLOW
 @given(key=keys, first=seqno32, src=plain_batches(), extra=st.integers(0, 3),
-       dst_slot=st.integers(1, 700), headroom=st.integers(0, 40), seed=st.integers(0, 2**32))
-def test_seal_batch(key, first, src, extra, dst_slot, headroom, seed):
+       dst_slot=st.integers(1, 700), headroom=st.integers(0, 40), seed=st.integers(0, 2**32),
+       src_offset=st.sampled_from([0, 0, 1, 14, 30]))
+def test_seal_batch(key, first, src, extra, dst_slot, headroom, seed, src_offset):
     kc, kr = C.RecordKey(key), R.RecordKey(key)
     dst_c = garbage_batch(src.count + extra or 1, dst_slot, seed)
     dst_r = clone(dst_c)
     src_before = clone(src)
-    nxt = C.seal_batch(kc, first, src, dst_c, headroom)
-    assert R.seal_batch(kr, first, src, dst_r, headroom) == nxt
+    nxt = C.seal_batch(kc, first, src, dst_c, headroom, src_offset)
+    assert R.seal_batch(kr, first, src, dst_r, headroom, src_offset) == nxt
     assert fields(dst_c) == fields(dst_r)
     assert dst_c.buf == dst_r.buf
     assert fields(src) == fields(src_before) and src.buf == src_before.buf
@@ -183,7 +184,11 @@ def test_seal_batch(key, first, src, extra, dst_slot, headroom, seed):
     assert nxt == (first + len(sealed)) % 2**32
     for i in sealed:   # each sealed slot opens back to its source
         rec = bytes(dst_c.view(i)[headroom:])
-        assert C.open_datagram(kc, rec) == (dst_c.seqnos[i], src.types[i], src.get(i))
+        assert C.open_datagram(kc, rec) == (dst_c.seqnos[i], src.types[i],
+                                            src.get(i)[src_offset:])
+    for i in range(src.count):
+        if src.status[i] == SLOT_OK and src.lengths[i] < src_offset:
+            assert dst_c.status[i] == SLOT_SHORT
 
 
 @SLOW
@@ -228,13 +233,13 @@ def record_batches(draw):
     return key, src, offset
 
 
-def check_open_batch_agrees(key, src, offset, dst_slot, start, seed, extra=0):
+def check_open_batch_agrees(key, src, offset, dst_slot, start, seed, extra=0, stop=-1):
     kc, kr = C.RecordKey(key), R.RecordKey(key)
     dst_c = garbage_batch(src.count + extra or 1, dst_slot, seed)
     dst_r = clone(dst_c)
     src_before = clone(src)
-    stop = C.open_batch(kc, src, dst_c, start, offset)
-    assert R.open_batch(kr, src, dst_r, start, offset) == stop
+    stop = C.open_batch(kc, src, dst_c, start, offset, stop)
+    assert R.open_batch(kr, src, dst_r, start, offset, stop) == stop
     assert fields(dst_c) == fields(dst_r)
     assert fields(src) == fields(src_before) and src.buf == src_before.buf
     # Payloads equal, and nothing outside them written (a payload that fills its slot
@@ -245,18 +250,20 @@ def check_open_batch_agrees(key, src, offset, dst_slot, start, seed, extra=0):
 
 @SLOW
 @given(rb=record_batches(), shrink=st.integers(-20, 300), start=st.integers(-2, 9),
-       seed=st.integers(0, 2**32))
-def test_open_batch(rb, shrink, start, seed):
+       seed=st.integers(0, 2**32), last=st.integers(-1, 9))
+def test_open_batch(rb, shrink, start, seed, last):
     key, src, offset = rb
     dst_slot = max(1, src.slot_size - offset - 21 - shrink)     # often too small
-    dst, stop = check_open_batch_agrees(key, src, offset, dst_slot, start, seed)
+    dst, stop = check_open_batch_agrees(key, src, offset, dst_slot, start, seed, stop=last)
+    limit = src.count if last < 0 else min(last, src.count)
+    assert stop <= limit
     for i in range(max(start, 0), stop):
         event(f"slot {SLOT_NAMES.get(dst.status[i])}")
     event("stopped early" if stop < src.count else "ran to the end")
     # The batch stops right after the first authentic handshake-type record.
     handshake = [i for i in range(max(start, 0), stop)
                  if dst.status[i] == SLOT_OK and dst.types[i] >= 128]
-    assert handshake == ([stop - 1] if stop < src.count or handshake else [])
+    assert handshake == ([stop - 1] if stop < limit or handshake else [])
 
 
 @SLOW

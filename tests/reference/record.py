@@ -203,13 +203,15 @@ def open_stream(key, seqno, body):
 
 # --- batches -----------------------------------------------------------------------------------
 
-def seal_batch(key, first_seqno, src, dst, headroom=0):
-    """Seal every OK slot of src as a datagram record into the same slot of dst after
-    `headroom` bytes; seqnos from first_seqno, one per sealed slot; returns the next one.
-    dst.status: OK, TOO_BIG, EMPTY (src slot not OK); dst.lengths = 0 for the latter two."""
+def seal_batch(key, first_seqno, src, dst, headroom=0, src_offset=0):
+    """Seal every OK slot of src (data from src_offset to its length) as a datagram record
+    into the same slot of dst after `headroom` bytes; seqnos from first_seqno, one per sealed
+    slot; returns the next one. dst.status: OK, TOO_BIG, SHORT (slot shorter than
+    src_offset), EMPTY (src slot not OK); dst.lengths = 0 for all but OK."""
     key = _key(key)
     seqno = _uint(first_seqno, 32, "first_seqno")
     headroom = _uint(headroom, 64, "headroom")
+    src_offset = _uint(src_offset, 64, "src_offset")
     count = src.count
     if count > dst.capacity:
         raise ValueError("destination batch has fewer slots than the source")
@@ -218,12 +220,17 @@ def seal_batch(key, first_seqno, src, dst, headroom=0):
             dst.status[i] = SLOT_EMPTY
             dst.lengths[i] = 0
             continue
-        n = src.lengths[i]
+        if src.lengths[i] < src_offset:
+            dst.status[i] = SLOT_SHORT
+            dst.lengths[i] = 0
+            continue
+        n = src.lengths[i] - src_offset
         if headroom + n + DATAGRAM_OVERHEAD > dst.slot_size:
             dst.status[i] = SLOT_TOO_BIG
             dst.lengths[i] = 0
             continue
-        data = bytes(src.buf[i * src.slot_size:i * src.slot_size + n])
+        first = i * src.slot_size + src_offset
+        data = bytes(src.buf[first:first + n])
         record = seal_datagram(key, seqno, src.types[i], data)
         start = i * dst.slot_size + headroom
         dst.buf[start:start + len(record)] = record
@@ -236,21 +243,23 @@ def seal_batch(key, first_seqno, src, dst, headroom=0):
     return seqno
 
 
-def open_batch(key, src, dst, start=0, offset=0):
-    """Open the datagram records in src slots [start, src.count), each `offset` bytes into its
+def open_batch(key, src, dst, start=0, offset=0, stop=-1):
+    """Open the datagram records in src slots [start, stop) (stop -1: src.count), each
+    `offset` bytes into its
     slot, into the same slots of dst: payload at the slot start, type/seqno in dst.types/seqnos,
     status OK / SHORT / BAD_TAG / TOO_BIG / EMPTY. dst.lengths[i] = 0 unless OK; dst.seqnos[i]
     is written once the record is long enough and fits (OK and BAD_TAG), dst.types[i] only for
     OK. Stops after the first authentic record of type >= 128 and returns the index after it;
-    otherwise returns src.count. Slots outside [start, stop) are not touched."""
+    otherwise returns stop. Slots outside [start, stop) are not touched."""
     key = _key(key)
     offset = _uint(offset, 64, "offset")
     count = src.count
     if count > dst.capacity:
         raise ValueError("destination batch has fewer slots than the source")
     start = max(start, 0)
-    stop = count
-    for i in range(start, count):
+    if stop < 0 or stop > count:
+        stop = count
+    for i in range(start, stop):
         slot_len = src.lengths[i]
         status = src.status[i]
         dst.lengths[i] = 0

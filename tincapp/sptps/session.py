@@ -157,9 +157,10 @@ class SptpsSession:
             raise SptpsError(f"Invalid application record type {type}")
         return self._seal(type, data)
 
-    def seal_batch(self, src, dst, headroom=0):
-        """Seal the OK slots of `src` (types in src.types) into datagram records in dst, after
-        `headroom` bytes left to the caller. dst.status tells per slot what happened."""
+    def seal_batch(self, src, dst, headroom=0, src_offset=0):
+        """Seal the OK slots of `src` (types in src.types, data from src_offset on) into
+        datagram records in dst, after `headroom` bytes left to the caller. dst.status tells
+        per slot what happened."""
         if not self.datagram:
             raise SptpsError("seal_batch needs a datagram session")
         if not self.out_encrypted:
@@ -169,7 +170,7 @@ class SptpsSession:
                 raise SptpsError(f"Invalid application record type {src.types[i]}")
         sealable = sum(1 for i in range(src.count) if src.status[i] == SLOT_OK)
         self._reserve(sealable, HANDSHAKE_RESERVE)
-        nxt = _record.seal_batch(self._out_key, self.out_seqno, src, dst, headroom)
+        nxt = _record.seal_batch(self._out_key, self.out_seqno, src, dst, headroom, src_offset)
         self.out_seqno = nxt & 0xFFFFFFFF
         self._out_key_records += sealable
         self._maybe_rekey()
@@ -404,8 +405,9 @@ class SptpsSession:
             return False
         return _record.verify_datagram(self._in_key, datagram)
 
-    def open_batch(self, src, dst, offset=0):
-        """Open a burst of datagrams (each `offset` bytes into its src slot) into dst. Data
+    def open_batch(self, src, dst, offset=0, start=0, stop=-1):
+        """Open a burst of datagrams (src slots [start, stop), each `offset` bytes into its
+        slot) into the same slots of dst. Data
         records are left in dst with status OK; slots that failed carry their SLOT_* status
         (bad tag, replayed, future, short); handshake records are processed in order and
         their slots marked EMPTY. Returns the events (handshake completions, and HandshakeError
@@ -413,9 +415,10 @@ class SptpsSession:
         if not self.datagram or not self.in_encrypted:
             raise SptpsError("open_batch needs a datagram session after its first handshake")
         events = []
-        i = 0
-        while i < src.count:
-            stop = _record.open_batch(self._in_key, src, dst, i, offset)
+        end = src.count if stop < 0 or stop > src.count else stop
+        i = max(start, 0)
+        while i < end:
+            stop = _record.open_batch(self._in_key, src, dst, i, offset, end)
             self.replay.accept_batch(dst, i, stop)
             last = stop - 1
             if dst.status[last] == SLOT_OK and dst.types[last] >= wire.HANDSHAKE:
