@@ -47,7 +47,7 @@ setup(
     packages=find_packages(include=["tincapp", "tincapp.*"]),
     ext_modules=extensions(),
     python_requires=">=3.10",
-    install_requires=["pynacl>=1.5", "configparser-crypt>=1.1"],
+    install_requires=["pynacl>=1.5", "configparser-crypt>=1.1", "lz4>=4.0", "python-lzo>=1.15"],
     entry_points={"console_scripts": ["tincapp = tincapp.__main__:main"]},
     zip_safe=False,
 )

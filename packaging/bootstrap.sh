@@ -26,6 +26,8 @@ if ! command -v "$PYTHON" >/dev/null; then apt_install python3; fi
 if [ "$(id -u)" = 0 ]; then apt_install iproute2 iputils-ping; fi
 if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3-venv; fi
 command -v cc >/dev/null || apt_install gcc
+# python-lzo (tinc's compression levels 10 and 11) builds against the system's liblzo2.
+apt_install liblzo2-dev
 "$PYTHON" -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
     || apt_install python3-dev
 

@@ -6,7 +6,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2] / "tincapp"
-CORES = ["sptps", "meta", "mesh"]
+CORES = ["sptps", "meta", "mesh", "datapath"]
 CORE_FILES = ["control.py"]
 FORBIDDEN = {"socket", "asyncio", "time", "os", "random", "subprocess", "select"}
 
