@@ -2,7 +2,7 @@
 the other end (as RequestReceived would), with a hand-advanced clock."""
 import itertools
 
-from tincapp.mesh.node import Close, ForUs, Node, RunScript, SendTo, Sleep, TunnelReset
+from tincapp.mesh.node import Close, Node, RunScript, SendTo, Sleep, ToDataPlane, TunnelReset
 from tincapp.mesh.subnets import Subnet
 from tincapp.meta.events import Activated
 from tincapp.meta.messages import (AddEdge, AddSubnet, DelEdge, ReqSptpsStart, format, parse)
@@ -222,7 +222,7 @@ def test_req_key_is_routed_to_the_nexthop_or_handed_over_when_for_us():
     cb = m.nodes["c"].connection_for("b")
     m.nodes["c"].request_received(cb, parse(line), line, m.now)
     acts = m.nodes["c"].pop_actions()
-    assert isinstance(acts[0], ForUs)
+    assert isinstance(acts[0], ToDataPlane) and acts[0].for_us
 
 
 def test_second_connection_replaces_the_first_without_del_edge():

@@ -4,8 +4,9 @@ protocol_subnet.c, protocol_key.c routing, ack_h's activation and terminate_conn
 Owns: the graph, the subnet table, the seen-requests cache and the registry of meta
 connections (opaque tokens handed in by the shell) with the peer name, activity and our edge of
 each. The shell feeds it connection events with `now`; the node answers with actions
-(SendTo, Close, RunScript, TunnelReset, ForUs, Sleep) drained with pop_actions(). It does not
-own the connections' streams, PING/PONG, sockets, timers or the data plane.
+(SendTo, Close, RunScript, TunnelReset, UdpAddressReset, ToDataPlane, Sleep) drained with
+pop_actions(). It does not own the connections' streams, PING/PONG, sockets, timers or the
+data plane.
 
 No I/O, no clock, no global randomness (`rng(n)` makes nonces). Not thread-safe.
 """
@@ -15,8 +16,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Hashable, Optional
 
-from tincapp.mesh.graph import (Graph, NodeBecameReachable, NodeBecameUnreachable, SockAddr,
-                                sockaddr_strings)
+from tincapp.mesh.graph import (Graph, NodeBecameReachable, NodeBecameUnreachable,
+                                NodeUdpAddressChanged, SockAddr, sockaddr_strings)
 from tincapp.mesh.subnets import Subnet, SubnetTable
 from tincapp.meta.dedup import SeenRequests
 from tincapp.meta.events import Activated
@@ -60,16 +61,30 @@ class RunScript:
 @dataclass(frozen=True)
 class TunnelReset:
     """Node `name` changed reachability: its tunnel key and UDP/MTU state must be reset
-    (graph.md 4, steps 4-5). For the data plane; nothing to do without one."""
+    (graph.md 4, steps 4-5)."""
     name: str
 
 
 @dataclass(frozen=True)
-class ForUs:
-    """A routed request (REQ_KEY, ANS_KEY, UDP_INFO, MTU_INFO) addressed to us, for the data
-    plane. TODO(#3): the data-plane issue consumes these; the shell only logs them now."""
+class UdpAddressReset:
+    """The graph moved reachable node `name` to another UDP address: its UDP confirmation and
+    path MTU start over (tinc update_node_udp)."""
+    name: str
+
+
+@dataclass(frozen=True)
+class ToDataPlane:
+    """A routed request the data plane handles: REQ_KEY/ANS_KEY addressed to us, an
+    SPTPS_PACKET or ANS_KEY passing through (relayed over UDP when possible, or with the
+    reflexive address appended), and every UDP_INFO/MTU_INFO (each hop regenerates them).
+    `line` is the text as received, `for_us` whether we are the destination."""
     conn: Hashable
     msg: Message
+    line: bytes
+    for_us: bool
+
+
+ForUs = ToDataPlane   # transitional name while io/daemon.py is being changed elsewhere
 
 
 @dataclass(frozen=True)
@@ -127,6 +142,9 @@ class Node:
         self.contradicting_del_edge = 0
         self._sleep_s = MIN_SLEEP_S
         self._periodic_at = now + PERIODIC_S
+        self._learnt: set[Subnet] = set()      # MAC subnets switch mode learnt on our device
+        # Called with each subnet another node announced (the router hands a roaming MAC over).
+        self.subnet_added_hook = None
         for name in known_nodes:
             if name != myself:
                 self.graph.ensure_node(name)
@@ -200,7 +218,7 @@ class Node:
         the difference (graph.md 10; DEL_SUBNET + subnet-down, then ADD_SUBNET + subnet-up)."""
         wanted = [s.with_owner(self.myself) for s in subnets]
         for s in self.subnets.owned_by(self.myself):
-            if s not in wanted:
+            if s not in wanted and s not in self._learnt:
                 self._send_all(DelSubnet(new_nonce(self._rng), self.myself, s))
                 self._subnet_script("subnet-down", s)
                 self.subnets.delete(s)
@@ -210,6 +228,27 @@ class Node:
                 self._send_all(AddSubnet(new_nonce(self._rng), self.myself, s))
                 self._subnet_script("subnet-up", s)
         self.own_subnets = tuple(wanted)
+
+    def add_learnt_subnet(self, subnet: Subnet) -> None:
+        """Called when switch mode learnt a MAC address on our device (tinc learn_mac):
+        subnet-up, then announce it."""
+        s = subnet.with_owner(self.myself)
+        if self.subnets.lookup(self.myself, s) is not None:
+            return
+        self.subnets.add(s)
+        self._learnt.add(s)
+        self._subnet_script("subnet-up", s)
+        self._send_all(AddSubnet(new_nonce(self._rng), self.myself, s))
+
+    def remove_learnt_subnet(self, subnet: Subnet) -> None:
+        """Called when a learnt MAC address expired (tinc age_subnets: DEL_SUBNET and gone,
+        COMPAT: without a subnet-down script)."""
+        s = subnet.with_owner(self.myself)
+        self._learnt.discard(s)
+        if self.subnets.lookup(self.myself, s) is None:
+            return
+        self._send_all(DelSubnet(new_nonce(self._rng), self.myself, s))
+        self.subnets.delete(s)
 
     # --- connection events ----------------------------------------------------------------
 
@@ -317,6 +356,8 @@ class Node:
             self._forward(conn, line)
             return
         self.subnets.add(s)
+        if self.subnet_added_hook is not None:
+            self.subnet_added_hook(s)
         if self.graph.is_reachable(owner):
             self._subnet_script("subnet-up", s)
         self._forward(conn, line)
@@ -422,12 +463,24 @@ class Node:
     def _routed(self, conn, peer, msg, line):
         name = msg.request.name
         src, dst = self.graph.node(msg.from_name), self.graph.node(msg.to_name)
+        if isinstance(msg, (UdpInfo, MtuInfo)):
+            # COMPAT: udp_info_h/mtu_info_h act at every hop and send their own message on.
+            if src is None or dst is None:
+                self._log(2, f"Got {name} from {peer} with unknown origin or destination "
+                          f"({msg.from_name} -> {msg.to_name})")
+                return
+            self._actions.append(ToDataPlane(conn, msg, line, dst is self.graph.myself))
+            return
         if src is None or dst is None:
             self._log(2, f"Got {name} from {peer} with unknown origin or destination "
                       f"({msg.from_name} -> {msg.to_name})")
             return
         if dst is self.graph.myself:
-            self._actions.append(ForUs(conn, msg))
+            if isinstance(msg, ReqKeyBase) and not src.reachable:
+                self._log(0, f"Got {name} from {peer} origin {msg.from_name} which is not "
+                          "reachable")
+                return
+            self._actions.append(ToDataPlane(conn, msg, line, True))
             return
         if self.tunnel_server:
             return
@@ -435,16 +488,27 @@ class Node:
             self._log(2, f"Got {name} from {peer} destination {msg.to_name} which is not "
                       "reachable")
             return
-        if isinstance(msg, ReqKeySptpsPacket):
-            # TODO(#3): relaying needs the data plane; tinc would decode and send it on.
-            self._log(3, f"Dropping SPTPS_PACKET relay from {msg.from_name} to {msg.to_name}: "
-                      "no data plane")
+        if isinstance(msg, (ReqKeySptpsPacket, AnsKey)):
+            # SPTPS_PACKET goes on by UDP when it can; ANS_KEY may get the reflexive address.
+            self._actions.append(ToDataPlane(conn, msg, line, False))
             return
         via = self._by_name.get(dst.nexthop.name) if dst.nexthop is not None else None
         if via is None:
             self._log(2, f"No connection towards {msg.to_name} for {name}")
             return
         self._actions.append(SendTo(via, line=bytes(line)))
+
+    def send_toward(self, to_name: str, *, msg: Optional[Message] = None,
+                    line: Optional[bytes] = None) -> bool:
+        """Queue a request on the meta connection to `to_name`'s next hop (tinc's
+        send_request(to->nexthop->connection, ...)). False if there is none."""
+        n = self.graph.node(to_name)
+        via = (self._by_name.get(n.nexthop.name)
+               if n is not None and n.nexthop is not None else None)
+        if via is None:
+            return False
+        self._actions.append(SendTo(via, msg=msg, line=None if line is None else bytes(line)))
+        return True
 
     # --- purge ----------------------------------------------------------------------------
 
@@ -516,7 +580,9 @@ class Node:
 
     def _run_graph(self, now):
         for ev in self.graph.run(now):
-            if isinstance(ev, (NodeBecameReachable, NodeBecameUnreachable)):
+            if isinstance(ev, NodeUdpAddressChanged):
+                self._actions.append(UdpAddressReset(ev.name))
+            elif isinstance(ev, (NodeBecameReachable, NodeBecameUnreachable)):
                 up = isinstance(ev, NodeBecameReachable)
                 word = "up" if up else "down"
                 self._log(1 if up else 1, f"Node {ev.name} became "
