@@ -1,10 +1,11 @@
 """The daemon's asyncio shell (tinc's net.c, net_setup.c, net_socket.c, control.c main loop).
 
-Owns: the listening TCP sockets, one MetaConnection per meta socket, the outgoing entries
-(ConnectTo and AutoConnect) with their back-off, the address cache files, the control socket
-(with its LOG subscribers, via ControlLogHandler) and PID file, signals, the script runner and
-the single timer re-armed at the earliest deadline of the cores. AutoConnect decisions come
-from mesh.autoconnect, address order from mesh.address_cache. Protocol decisions are made by
+Owns: the listening TCP sockets (with the tarpit), one MetaConnection per meta socket, the TCP
+connects in progress, the address cache files, the control socket (with its LOG subscribers,
+via ControlLogHandler) and PID file, signals, the script runner and the single timer re-armed
+at the earliest deadline of the cores. The outgoing entries (ConnectTo and AutoConnect) and
+their back-off live in mesh.outgoing, AutoConnect decisions in mesh.autoconnect, address order
+in mesh.address_cache. Protocol decisions are made by
 MetaConnection (one connection) and mesh.node.Node (the mesh); this module moves bytes, events
 and actions between them and the operating system.
 
@@ -12,14 +13,16 @@ Not here yet: UDP sockets, the device and the data plane (TODO(#3)); the ACK ann
 port as our UDP port, as tinc does with matching TCP and UDP ports.
 """
 import asyncio
+import dataclasses
 import errno
+import ipaddress
 import logging
 import os
 import signal
 import socket
 import stat
 import time
-from dataclasses import dataclass, field
+from collections import deque
 
 from tincapp import control
 from tincapp.config import netconf
@@ -31,6 +34,7 @@ from tincapp.mesh.address_cache import CACHE_SUFFIX, AddressCache, known_address
 from tincapp.mesh.graph import STATUS_HAS_ADDRESS
 from tincapp.mesh.subnets import DEFAULT_BROADCAST_SUBNETS, Subnet
 from tincapp.mesh.node import Close, ForUs, Node, RunScript, SendTo, Sleep, TunnelReset
+from tincapp.mesh.outgoing import Abandon, Connect, Outgoings
 from tincapp.meta.connection import MetaConnection, PeerSettings
 from tincapp.meta.events import (Activated, ConnectionFailed, PacketReceived, PongReceived,
                                  RequestReceived, SptpsPacketReceived)
@@ -46,8 +50,8 @@ DEBUG_STATUS = 2
 DEBUG_PROTOCOL = 3
 DEBUG_META = 4
 
-RETRY_STEP_S = 5          # back-off grows by this per exhausted round of addresses
 LISTEN_BACKLOG = 3        # COMPAT: tinc's listen(fd, 3)
+TARPIT_PITS = 10          # COMPAT: tinc's tarpit() holds the last 10 tarpitted sockets
 
 # DUMP_CONNECTIONS status bits (control-and-cli.md 3.4).
 CONN_PINGED = 1 << 0
@@ -56,22 +60,22 @@ CONN_MST = 1 << 8
 CONN_CONTROL = 1 << 9
 
 
+# What tinc reads only at start (setup_myself, setup_network, setup_device): a reload keeps
+# the values the daemon started with. Everything else is taken from the new configuration.
+_NOT_RELOADED = ("name", "private_key", "private_key_file", "port", "port_specified",
+                 "bind_to_addresses", "listen_addresses", "bind_to_interface",
+                 "strict_subnets", "tunnel_server", "ping_interval_s",
+                 "ping_timeout_s", "device", "device_type", "interface", "udp_rcvbuf",
+                 "udp_sndbuf", "fwmark", "replay_window", "max_output_buffer_size")
+
+
+def _keep_unreloadable(old, new):
+    """`new` with the settings tinc does not re-read on reload taken from `old`."""
+    return dataclasses.replace(new, **{f: getattr(old, f) for f in _NOT_RELOADED})
+
+
 class DaemonError(Exception):
     """Setup failed (listening sockets, control socket); the message is for the user."""
-
-
-@dataclass
-class Outgoing:
-    """One ConnectTo entry (tinc outgoing_t)."""
-    name: str
-    timeout_s: int = 0
-    candidates: list = field(default_factory=list)
-    index: int = 0
-    retry_at: float | None = None
-    busy: bool = False       # a connect is in progress or a connection exists
-    peer: "MetaPeer | None" = None
-    attempt: "asyncio.Task | None" = None    # the TCP connect in progress
-    abandoned: bool = False  # retry() cancelled `attempt`: go on with the next address
 
 
 class MetaPeer(asyncio.Protocol):
@@ -79,11 +83,12 @@ class MetaPeer(asyncio.Protocol):
 
     _serials = iter(range(1, 1 << 62))
 
-    def __init__(self, daemon, outgoing: Outgoing | None):
+    def __init__(self, daemon, dialed: str | None = None, attempt: int = 0):
         self.daemon = daemon
         # Creation order: tinc's connection_list order, which AutoConnect's choices follow.
         self.serial = next(MetaPeer._serials)
-        self.outgoing = outgoing
+        self.dialed = dialed          # the node we connected to (None: an incoming one)
+        self.attempt = attempt        # the Outgoings connect attempt that made us
         self.meta = None
         self.transport = None
         self.closed = False
@@ -96,15 +101,21 @@ class MetaPeer(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.hostname = f"{peer[0]} port {peer[1]}"
-        name = self.outgoing.name if self.outgoing else None
+        if self.dialed is None and peer and d.tarpit.check(peer[0], now):
+            self.closed = True
+            d.tarpit.hold(transport)
+            d.log(DEBUG_CONNECTIONS, f"Tarpitting connection from {self.hostname}")
+            return
+        name = self.dialed
         self.meta = MetaConnection(
             my_name=d.config.name, my_key=d.config.private_key,
-            outgoing=self.outgoing is not None, peer_name=name,
+            outgoing=self.dialed is not None, peer_name=name,
             lookup_peer=d.peer_settings, udp_port=str(d.port), rng=os.urandom, now=now,
             ping_interval_s=d.config.ping_interval_s, ping_timeout_s=d.config.ping_timeout_s)
         d.peers.add(self)
-        d.node.connection_opened(self, outgoing=self.outgoing is not None, name=name)
-        if self.outgoing:
+        d.node.connection_opened(self, outgoing=self.dialed is not None, name=name)
+        if self.dialed is not None:
+            d.outgoing.connected(name, self.attempt, self)
             d.log(DEBUG_CONNECTIONS, f"Connected to {name} ({self.hostname})")
             self.meta.start(now)
         else:
@@ -137,16 +148,86 @@ class MetaPeer(asyncio.Protocol):
             if data and not self.transport.is_closing():
                 self.transport.write(data)
 
-    def close(self):
-        """Close the socket after flushing what is queued; report nothing more."""
+    def close(self, tarpit=False):
+        """Close the socket after flushing what is queued; report nothing more. With
+        `tarpit`, hand the socket unread and unflushed to the daemon's tarpit instead."""
         if self.closed:
             return
         self.closed = True
         if self.meta is not None:
-            self.flush()
+            if not tarpit:
+                self.flush()
             self.meta.close()
         if self.transport is not None:
-            self.transport.close()
+            if tarpit:
+                self.daemon.tarpit.hold(self.transport)
+            else:
+                self.transport.close()
+
+
+def is_local_address(host) -> bool:
+    """tinc's is_local_connection: loopback addresses (IPv4-mapped ones too)."""
+    try:
+        ip = ipaddress.ip_address(str(host).split("%")[0])
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+class Tarpit:
+    """tinc's check_tarpit() and tarpit(): bursts of incoming connections, and connections
+    that broke the protocol, get their socket held open and unread instead of served or
+    closed, so a scanner or a flood gets silence rather than work or a quick reset.
+
+    Counters run on whole seconds like tinc's: each burst counter drops by one per second.
+    """
+
+    def __init__(self, max_burst):
+        self.max_burst = max_burst
+        self._prev_host = None
+        self._same = self._same_at = 0
+        self._all = self._all_at = 0
+        self._pits = deque()
+
+    @staticmethod
+    def _decay(count, at, sec):
+        return 0 if sec - at > count else count - (sec - at)
+
+    def check(self, host, now) -> bool:
+        """Called for each accepted connection: True if it is to be tarpitted."""
+        if is_local_address(host):
+            return False                    # COMPAT: local connections are never tarpitted
+        sec = int(now)
+        if host == self._prev_host:
+            # COMPAT: more than MaxConnectionBurst from the same address in a row.
+            # DEVIATION: tinc's check_tarpit copies a pointer into prev_sa instead of the
+            # address, so its same-address check hardly ever matches; this one does.
+            self._same = self._decay(self._same, self._same_at, sec) + 1
+            self._same_at = sec
+            if self._same > self.max_burst:
+                return True
+        self._prev_host = host
+        # COMPAT: MaxConnectionBurst connections from anyone within the burst window.
+        self._all = self._decay(self._all, self._all_at, sec) + 1
+        self._all_at = sec
+        if self._all >= self.max_burst:
+            self._all = self.max_burst
+            return True
+        return False
+
+    def hold(self, transport):
+        """Keep `transport` open without reading it; the oldest held one is closed when
+        more than TARPIT_PITS are held (COMPAT: tinc's tarpit() ring of 10 fds)."""
+        transport.pause_reading()
+        if len(self._pits) >= TARPIT_PITS:
+            self._pits.popleft().close()
+        self._pits.append(transport)
+
+    def close(self):
+        while self._pits:
+            self._pits.popleft().close()
 
 
 class Daemon:
@@ -158,7 +239,10 @@ class Daemon:
         self.debug_level = debug_level
         self.loop = None
         self.peers = set()
-        self.outgoings: dict[str, Outgoing] = {}
+        self.outgoing: Outgoings | None = None
+        self._connects: dict[int, asyncio.Task] = {}   # connect attempt -> its task
+        self.tarpit = Tarpit(config.max_connection_burst)
+        self._host_check_at = time.time()   # tinc's last_config_check (wall clock, mtimes)
         self.servers = []
         self.control_server = None
         self.control_clients = set()
@@ -252,6 +336,10 @@ class Daemon:
                                     extension=cfg.scripts_extension)
         self.autoconnect = autoconnect.AutoConnect(rng=os.urandom, now=now,
                                                    enabled=cfg.auto_connect)
+        self.outgoing = Outgoings(candidates=self._candidates,
+                                  connection_for=self.node.connection_for, log=self.log,
+                                  max_timeout_s=cfg.max_timeout_s,
+                                  connect_timeout_s=cfg.ping_timeout_s)
         self._scan_addresses()
         await self._open_control()
         self._stopped = asyncio.Event()
@@ -261,10 +349,9 @@ class Daemon:
             self.loop.add_signal_handler(sig, handler)
         log.info("Ready")
         self.node.start()
+        self._host_check_at = time.time()
         for name in cfg.connect_to:
-            self.outgoings[name] = Outgoing(name)
-        for o in list(self.outgoings.values()):
-            self._start_outgoing(o)
+            self.outgoing.add(name, self.now())
         self.process()
 
     def _scan_addresses(self):
@@ -379,8 +466,9 @@ class Daemon:
         self._stopping = True
         if self._timer is not None:
             self._timer.cancel()
-        for o in self.outgoings.values():
-            o.retry_at = None
+        self.outgoing.stop()
+        self._apply_outgoing()
+        self.tarpit.close()
         for p in list(self.peers):
             p.close()
             self.node.connection_closed(p, self.now(), report=False)
@@ -416,6 +504,7 @@ class Daemon:
                 self._handle_event(p, ev, now)
             self._apply_actions()
         self._apply_actions()
+        self._apply_outgoing()
         for p in list(self.peers):
             p.flush()
         self._rearm()
@@ -426,12 +515,12 @@ class Daemon:
             sockname = p.transport.get_extra_info("sockname")
             self.log(DEBUG_CONNECTIONS, f"Connection with {ev.name} ({p.hostname}) activated")
             old = self.node.connection_for(ev.name)
-            if old is not None and old is not p and old.outgoing is not None:
+            carried = self.outgoing.carried_by(old) if old is not None else None
+            if old is not p and carried is not None:
                 # COMPAT: ack_h: a new incoming connection takes over the old one's outgoing
                 # entry (the node closes the old one).
-                if p.outgoing is None:
-                    p.outgoing, old.outgoing = old.outgoing, None
-                    p.outgoing.peer, p.outgoing.busy = p, True
+                if p.dialed is None:
+                    self.outgoing.adopt(carried, p)
                 else:
                     log.warning("Two outgoing connections to the same node!")
             self.node.connection_activated(
@@ -443,17 +532,14 @@ class Daemon:
                      f"{ev.line.decode('latin-1')}")
             self.node.request_received(p, ev.msg, ev.line, now)
         elif isinstance(ev, PongReceived):
-            if p.outgoing is not None and p.outgoing.timeout_s:
-                # COMPAT: pong_h: after a retry the address works: reset the back-off, start
-                # the candidates over and remember the address first.
-                p.outgoing.timeout_s = 0
-                p.outgoing.index = 0
+            if self.outgoing.pong(p):
+                # COMPAT: pong_h: after a retry the address works: remember it first.
                 self._remember_address(p)
         elif isinstance(ev, ConnectionFailed):
             level = DEBUG_CONNECTIONS
             self.log(level, f"Closing connection with {p.label()} ({p.hostname}): {ev.reason}")
-            # DEVIATION: tinc parks tarpitted sockets unread; we close them.
-            self.peer_ended(p, report=True)
+            # COMPAT: tinc parks the socket of a peer that broke the protocol unread.
+            self.peer_ended(p, report=True, tarpit=ev.tarpit)
         elif isinstance(ev, (PacketReceived, SptpsPacketReceived)):
             self.log(DEBUG_STATUS, f"Dropping packet from {p.label()}: no data plane yet")
 
@@ -484,7 +570,7 @@ class Daemon:
                 # No tunnels without the data plane. COMPAT: graph.c caches the address of
                 # our outgoing connection to a node that just became reachable.
                 conn = self.node.connection_for(act.name)
-                if (conn is not None and conn.outgoing is not None
+                if (conn is not None and self.outgoing.carried_by(conn) is not None
                         and self.node.graph.is_reachable(act.name)):
                     self._remember_address(conn)
             elif isinstance(act, ForUs):
@@ -509,11 +595,11 @@ class Daemon:
         self.peers.discard(p)
         self._outgoing_ended(p)
 
-    def peer_ended(self, p, report):
+    def peer_ended(self, p, report, tarpit=False):
         """Called when a connection ended on its own or by us."""
         if p not in self.peers:
             return
-        p.close()
+        p.close(tarpit=tarpit)
         self.peers.discard(p)
         self.node.connection_closed(p, self.now(), report=report)
         self._apply_actions()
@@ -522,20 +608,40 @@ class Daemon:
     # --- outgoing connections --------------------------------------------------------------
 
     def _outgoing_ended(self, p):
-        o = p.outgoing
-        if o is None or o.peer is not p or self._stopping:
-            return
-        o.peer = None
-        o.busy = False
-        if self.outgoings.get(o.name) is o:
-            self._start_outgoing(o)
+        if not self._stopping:
+            self.outgoing.connection_ended(p, self.now())
 
-    def _start_outgoing(self, o: Outgoing):
-        if o.busy or self._stopping:
-            return
-        o.busy = True
-        o.retry_at = None
-        self.loop.create_task(self._do_outgoing(o))
+    def _apply_outgoing(self):
+        """Turn mesh.outgoing's actions into TCP connects (and cancel abandoned ones)."""
+        for act in self.outgoing.pop_actions():
+            if isinstance(act, Connect):
+                if not self._stopping:
+                    self._connects[act.attempt] = self.loop.create_task(self._connect(act))
+            elif isinstance(act, Abandon):
+                task = self._connects.pop(act.attempt, None)
+                if task is not None:
+                    task.cancel()
+
+    async def _connect(self, act: Connect):
+        """One TCP connect; success reaches mesh.outgoing through MetaPeer.connection_made,
+        failure through connect_failed. Timeouts are mesh.outgoing's (an Abandon)."""
+        try:
+            await self.loop.create_connection(
+                lambda: MetaPeer(self, act.name, act.attempt), act.host, int(act.port),
+                family=self._family())
+        except asyncio.CancelledError:
+            return                          # abandoned, or the daemon is shutting down
+        except (OSError, ValueError) as e:
+            reason = getattr(e, "strerror", None) or str(e)
+            self.outgoing.connect_failed(act.name, act.attempt, self.now(), reason)
+            self.process()
+        except Exception:
+            log.exception("Error setting up an outgoing connection to %s", act.name)
+            self.outgoing.connect_failed(act.name, act.attempt, self.now(), "internal error")
+            self.process()
+        finally:
+            if self._connects.get(act.attempt) is asyncio.current_task():
+                del self._connects[act.attempt]
 
     # --- address cache -------------------------------------------------------------------
 
@@ -557,7 +663,7 @@ class Daemon:
     def _remember_address(self, p):
         """Put the address `p` is connected to first in its node's cache and rewrite the
         file atomically (a crash leaves the old or the new list, never half of one)."""
-        name = self.node.connection_name(p) or (p.outgoing.name if p.outgoing else None)
+        name = (self.node.connection_name(p) or self.outgoing.carried_by(p) or p.dialed)
         peer = p.transport.get_extra_info("peername") if p.transport else None
         if name is None or not peer:
             return
@@ -580,131 +686,85 @@ class Daemon:
             except OSError:
                 pass
 
-    async def _candidates(self, o):
+    def _candidates(self, name):
         """Addresses to try, in tinc's order: cached ones, then where other nodes see the
         node (paired edges), then its Address lines."""
         # DEVIATION: an Address line stays one candidate (host, port); create_connection
         # resolves it and tries its results in getaddrinfo order, where tinc tries them in
         # reverse order.
         try:
-            configured = list(self.config.load_host(o.name).connect_addresses())
+            configured = list(self.config.load_host(name).connect_addresses())
         except ConfigError as e:
-            log.error("Could not read host file of %s: %s", o.name, e)
+            log.error("Could not read host file of %s: %s", name, e)
             configured = []
-        return self._address_cache(o.name).candidates(
-            known_addresses(self.node.graph, o.name), configured)
-
-    async def _do_outgoing(self, o: Outgoing):
-        """tinc's do_outgoing_connection: try candidates in order until one connects."""
-        try:
-            while True:
-                if self._stopping or self.outgoings.get(o.name) is not o:
-                    o.busy = False
-                    return
-                existing = self.node.connection_for(o.name)
-                if existing is not None:
-                    self.log(DEBUG_CONNECTIONS, f"Already connected to {o.name}")
-                    # That connection (maybe an incoming one) now carries the reconnect duty.
-                    if existing.outgoing is None or existing.outgoing is o:
-                        existing.outgoing, o.peer, o.busy = o, existing, True
-                    else:
-                        o.busy = False
-                    return
-                if o.index == 0 or o.index >= len(o.candidates):
-                    if o.index:
-                        break              # exhausted: back off
-                    o.candidates = await self._candidates(o)
-                    if not o.candidates:
-                        self.log(DEBUG_CONNECTIONS, f"Could not set up a meta connection to "
-                                 f"{o.name}: no known address")
-                        break
-                host, port = o.candidates[o.index]
-                o.index += 1
-                self.log(DEBUG_CONNECTIONS, f"Trying to connect to {o.name} ({host} port "
-                         f"{port})")
-                o.attempt = self.loop.create_task(self.loop.create_connection(
-                    lambda: MetaPeer(self, o), host, int(port), family=self._family()))
-                try:
-                    await asyncio.wait_for(o.attempt, self.config.ping_timeout_s)
-                except (OSError, asyncio.TimeoutError, ValueError) as e:
-                    reason = getattr(e, "strerror", None) or str(e) or "timed out"
-                    self.log(DEBUG_CONNECTIONS, f"Could not connect to {o.name} ({host} port "
-                             f"{port}): {reason}")
-                    continue
-                except asyncio.CancelledError:
-                    if not o.abandoned:
-                        raise                       # the daemon is shutting down
-                    o.abandoned = False
-                    self.log(DEBUG_CONNECTIONS, f"Abandoned connecting to {o.name} ({host} "
-                             f"port {port})")
-                    # DEVIATION: tinc goes on with the next address and, with none left,
-                    # backs off 5 s. RETRY means "connect now": start over at the first one.
-                    o.index = 0
-                    continue
-                finally:
-                    o.attempt = None
-                # connection_made found the peer; MetaPeer registered itself.
-                o.peer = next((p for p in self.peers if p.outgoing is o and not p.closed),
-                              None)
-                if o.peer is None:
-                    o.busy = False
-                    self._start_outgoing(o)
-                return
-        except Exception:
-            log.exception("Error setting up an outgoing connection to %s", o.name)
-        o.index = 0
-        o.busy = False
-        o.timeout_s = min(o.timeout_s + RETRY_STEP_S, self.config.max_timeout_s)
-        o.retry_at = self.now() + o.timeout_s
-        self.log(DEBUG_CONNECTIONS, f"Trying to re-establish outgoing connection in "
-                 f"{o.timeout_s} seconds")
-        self._rearm()
+        return self._address_cache(name).candidates(
+            known_addresses(self.node.graph, name), configured)
 
     def retry(self):
         """SIGALRM / RETRY: reset the back-offs and connect now."""
         self.log(DEBUG_NOTHING, "Got ALRM signal or RETRY request")
-        for o in self.outgoings.values():
-            o.timeout_s = 0
-            if o.attempt is not None and not o.attempt.done():
-                # COMPAT: tinc's retry() times out connects in progress rather than wait
-                # for a connect into a link that was down (see _do_outgoing).
-                o.abandoned = True
-                o.attempt.cancel()
-            elif not o.busy:
-                o.index = 0
-                self._start_outgoing(o)
+        self.outgoing.retry(self.now())
+        self.process()
 
     def reload(self):
-        """SIGHUP / RELOAD: re-read the configuration; re-apply our Subnets, ConnectTo and the
-        set of known nodes. TODO(#3): the other reloadable settings, StrictSubnets' host-file
-        subnets, and closing connections whose host file changed."""
+        """SIGHUP / RELOAD: tinc's reload_configuration. Re-read the configuration and
+        re-apply what tinc re-applies: the reloadable settings, our Subnets, the known nodes
+        and which have an address, ConnectTo; then close connections to nodes whose host
+        file changed or went away."""
         self.log(DEBUG_NOTHING, "Got HUP signal or RELOAD request")
         try:
             new = netconf.load_network(self.config.paths, self.options, unknown="warn")
         except ConfigError as e:
             log.error("Unable to reread configuration file: %s", e)
             return errno.EINVAL
+        now = self.now()
+        # COMPAT: setup_myself_reloadable. PingInterval/PingTimeout are not among them.
+        # TODO(#4): the data-plane ones (Mode, Forwarding, DirectOnly, LocalDiscovery,
+        # UDPDiscovery*, MTUInfoInterval, UDPInfoInterval, KeyExpire, MACExpire, DecrementTTL,
+        # Broadcast, PriorityInheritance, Proxy) once the data plane reads them from here.
+        new = _keep_unreloadable(self.config, new)
         self.config = new
         self.autoconnect.enabled = new.auto_connect
+        self.outgoing.max_timeout_s = new.max_timeout_s
+        self.tarpit.max_burst = new.max_connection_burst
+        self.scripts.interpreter = new.scripts_interpreter
+        self.scripts.extension = new.scripts_extension
+        # New connections take IndirectData, TCPOnly, PMTUDiscovery and ClampMSS from
+        # self.config (peer_settings). TODO(#3): our own node's options in the graph.
         self._scan_addresses()
+        # TODO(#3): with StrictSubnets, tinc also re-reads the Subnets of every host file
+        # (expiring removed ones, announcing new ones); mesh.node has no entry point for
+        # other nodes' configured subnets yet.
         self.node.set_own_subnets(new.subnets)
         for name in netconf.host_names(new.paths):
             if name != new.name:
                 self.node.graph.ensure_node(name)
-        # COMPAT: try_outgoing_connections keeps only ConnectTo entries; autoconnected ones
-        # are closed too (AutoConnect makes new ones).
-        for name in list(self.outgoings):
-            if name not in new.connect_to:
-                o = self.outgoings.pop(name)
-                if o.peer is not None:
-                    self.log(DEBUG_CONNECTIONS, f"Closing connection to {name}: no ConnectTo")
-                    self.peer_ended(o.peer, report=True)
-        for name in new.connect_to:
-            if name not in self.outgoings:
-                self.outgoings[name] = Outgoing(name)
-                self._start_outgoing(self.outgoings[name])
+        for conn in self.outgoing.reload(new.connect_to, now):
+            self.log(DEBUG_CONNECTIONS, f"No more outgoing connection to "
+                     f"{self.node.connection_name(conn) or conn.label()}")
+            self.peer_ended(conn, report=True)
+        self._close_changed_hosts()
         self.process()
         return 0
+
+    def _close_changed_hosts(self):
+        """COMPAT: reload_configuration closes connections to nodes whose host file was
+        removed or modified since the last check (a changed key or address among them)."""
+        checked_at, self._host_check_at = self._host_check_at, time.time()
+        for p in list(self.peers):
+            name = p.meta.peer_name if p.meta is not None else None
+            # DEVIATION: tinc also closes connections still in the ID exchange (it looks
+            # up hosts/<unknown>, which does not exist); those are left alone here.
+            if name is None:
+                continue
+            try:
+                changed = os.stat(os.path.join(self.config.paths.confbase, "hosts",
+                                               name)).st_mtime > checked_at
+            except OSError:
+                changed = True
+            if changed:
+                self.log(DEBUG_CONNECTIONS, f"Host config file of {name} has been changed")
+                self.peer_ended(p, report=True)
 
     # --- timers ----------------------------------------------------------------------------
 
@@ -714,7 +774,7 @@ class Daemon:
         deadlines = [p.meta.next_deadline() for p in self.peers if p.meta is not None]
         deadlines.append(self.node.next_deadline())
         deadlines.append(self.autoconnect.next_deadline())
-        deadlines += [o.retry_at for o in self.outgoings.values()]
+        deadlines.append(self.outgoing.next_deadline())
         deadlines = [d for d in deadlines if d is not None]
         if self._timer is not None:
             self._timer.cancel()
@@ -732,10 +792,9 @@ class Daemon:
             if p.meta is not None:
                 p.meta.handle_deadline(now)
         self.node.handle_deadline(now)
-        for o in list(self.outgoings.values()):
-            if o.retry_at is not None and now >= o.retry_at:
-                o.retry_at = None
-                self._start_outgoing(o)
+        deadline = self.outgoing.next_deadline()
+        if deadline is not None and now >= deadline:
+            self.outgoing.handle_deadline(now)
         if self.autoconnect.due(now):
             for act in self.autoconnect.handle_deadline(now, self._mesh_view()):
                 self._apply_autoconnect(act)
@@ -756,32 +815,29 @@ class Daemon:
             name = self.node.connection_name(p)
             gn = g.node(name) if name is not None else None
             conns.append(autoconnect.ConnInfo(name, active=p in active,
-                                              outgoing=p.outgoing is not None,
+                                              outgoing=self.outgoing.carried_by(p) is not None,
                                               peer_edges=len(gn.edges) if gn else 0))
-        outgoing = [autoconnect.OutgoingInfo(o.name, in_progress=o.busy)
-                    for o in self.outgoings.values()]
+        outgoing = [autoconnect.OutgoingInfo(name, in_progress=self.outgoing.in_progress(name))
+                    for name in self.outgoing.names()]
         return autoconnect.MeshView(self.config.name, nodes, conns, outgoing)
 
     def _apply_autoconnect(self, act):
         if isinstance(act, autoconnect.ConnectTo):
             self.log(DEBUG_CONNECTIONS, f"Autoconnecting to {act.name}")
-            o = self.outgoings[act.name] = Outgoing(act.name)
-            self._start_outgoing(o)
+            self.outgoing.add(act.name, self.now())
         elif isinstance(act, autoconnect.DropConnection):
             p = self.node.connection_for(act.name)
             if p is None:
                 return
             self.log(DEBUG_CONNECTIONS, f"Autodisconnecting from {act.name}")
-            o = p.outgoing
-            if o is not None and self.outgoings.get(o.name) is o:
-                del self.outgoings[o.name]
-            p.outgoing = None             # no reconnect once it is closed
+            carried = self.outgoing.carried_by(p)
+            if carried is not None:
+                self.outgoing.remove(carried)     # no reconnect once it is closed
             self.peer_ended(p, report=True)
         elif isinstance(act, autoconnect.CancelOutgoing):
-            o = self.outgoings.pop(act.name, None)
-            if o is not None:
+            if act.name in self.outgoing:
+                self.outgoing.remove(act.name)
                 self.log(DEBUG_CONNECTIONS, f"Cancelled outgoing connection to {act.name}")
-                o.retry_at = None
 
     # --- control socket --------------------------------------------------------------------
 
