@@ -9,10 +9,10 @@ import subprocess
 import time
 
 from tincapp import b64, keys
-from tincapp.cli.common import (CliError, atomic_write, err, fgets_lines, get_my_name,
-                                strerror)
+from tincapp.cli.common import CliError, err, fgets_lines, get_my_name, strerror
 from tincapp.config.netconf import check_netname
 from tincapp.config.variables import check_id
+from tincapp.fileio import atomic_write
 from tincapp.errors import KeyFileError, WireError
 from tincapp.io.scripts import script_argv, script_path
 from tincapp.sptps.crypto import sha512

@@ -10,7 +10,8 @@ import socket
 import sys
 
 from tincapp import b64, keys
-from tincapp.cli.common import CliError, atomic_write, err, make_ctx, strerror
+from tincapp.cli.common import CliError, err, make_ctx, strerror
+from tincapp.fileio import atomic_write
 from tincapp.cli.offline import CTL_VARIABLES, check_port
 from tincapp.config.netconf import check_netname
 from tincapp.config.variables import check_id

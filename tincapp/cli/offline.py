@@ -2,7 +2,7 @@
 import, exchange(-all), generate-(ed25519-)keys, sign, verify, network, fsck.
 
 Each copies tincctl.c's behaviour and messages (spec control-and-cli.md 4). Every file is
-replaced atomically (common.atomic_write): an error leaves the old file as it was.
+replaced atomically (fileio.atomic_write): an error leaves the old file as it was.
 """
 import os
 import re
@@ -12,9 +12,9 @@ import sys
 import time
 
 from tincapp import b64, keys
-from tincapp.cli.common import (CliError, append_atomic, atomic_write, err, fgets_lines,
-                                get_my_name, need_name, out_bytes, read_stdin_bytes,
-                                split_config_line, strerror)
+from tincapp.cli.common import (CliError, err, fgets_lines, get_my_name, need_name, out_bytes,
+                                read_stdin_bytes, split_config_line, strerror)
+from tincapp.fileio import append_atomic, atomic_write
 from tincapp.config import parse
 from tincapp.config.variables import TABLE, check_id
 from tincapp.errors import Base64Error, ConfigError, KeyFileError, WireError
