@@ -5,12 +5,10 @@ connects in progress, the address cache files, the control socket (with its LOG 
 via ControlLogHandler) and PID file, signals, the script runner and the single timer re-armed
 at the earliest deadline of the cores. The outgoing entries (ConnectTo and AutoConnect) and
 their back-off live in mesh.outgoing, AutoConnect decisions in mesh.autoconnect, address order
-in mesh.address_cache. Protocol decisions are made by
-MetaConnection (one connection) and mesh.node.Node (the mesh); this module moves bytes, events
-and actions between them and the operating system.
-
-Not here yet: UDP sockets, the device and the data plane (TODO(#3)); the ACK announces the TCP
-port as our UDP port, as tinc does with matching TCP and UDP ports.
+in mesh.address_cache. Protocol decisions are made by MetaConnection (one connection) and
+mesh.node.Node (the mesh); this module moves bytes, events and actions between them and the
+operating system. The data plane (UDP sockets on the same ports as the TCP listeners, the
+device, the tunnels) is io.dataplane's; the daemon hands it packets, requests and timer calls.
 """
 import asyncio
 import dataclasses
@@ -27,13 +25,16 @@ from collections import deque
 from tincapp import control
 from tincapp.config import netconf
 from tincapp.errors import ConfigError
+from tincapp.fileio import append_atomic
 from tincapp.io.controllog import ControlLogHandler
+from tincapp.io.dataplane import DataPlaneShell, DeviceError
 from tincapp.io.scripts import ScriptRunner
+from tincapp.keys import hosts_line
 from tincapp.mesh import autoconnect, graph_dot
 from tincapp.mesh.address_cache import CACHE_SUFFIX, AddressCache, known_addresses
 from tincapp.mesh.graph import STATUS_HAS_ADDRESS
 from tincapp.mesh.subnets import DEFAULT_BROADCAST_SUBNETS, Subnet
-from tincapp.mesh.node import Close, ForUs, Node, RunScript, SendTo, Sleep, TunnelReset
+from tincapp.mesh.node import Close, Node, RunScript, SendTo, Sleep, TunnelReset
 from tincapp.mesh.outgoing import Abandon, Connect, Outgoings
 from tincapp.meta.connection import MetaConnection, PeerSettings
 from tincapp.meta.events import (Activated, ConnectionFailed, PacketReceived, PongReceived,
@@ -255,6 +256,7 @@ class Daemon:
         self._stopping = False
         self.log_handler = ControlLogHandler(lambda: self.debug_level)
         self.autoconnect = None
+        self.dataplane = None
         self._has_address = set()
         self._caches: dict[str, AddressCache] = {}
 
@@ -295,6 +297,18 @@ class Daemon:
         weight = h.weight if h.weight is not None else cfg.weight
         return PeerSettings(h.ed25519_public_key, opts, weight, h.clamp_mss)
 
+    def peer_public_key(self, name):
+        """The Ed25519 public key of `name` from hosts/NAME, or None (the data plane asks)."""
+        return self.config.load_host(name, missing_ok=True).ed25519_public_key
+
+    def save_public_key(self, name, public):
+        """ANS_PUBKEY: append the key we learnt to hosts/NAME (trust on first use), atomically."""
+        path = self.config.paths.host_file(name)
+        try:
+            append_atomic(path, (hosts_line(public) + "\n").encode())
+        except OSError as e:
+            log.error("Could not write public key of %s to %s: %s", name, path, e)
+
     def _my_options(self):
         cfg = self.config
         opts = 0
@@ -326,11 +340,21 @@ class Daemon:
                          broadcast_subnets=[Subnet.parse(t) for t in DEFAULT_BROADCAST_SUBNETS]
                          + list(cfg.broadcast_subnets),
                          log=self.log)
+        try:
+            self.dataplane = DataPlaneShell.create(self, self._my_options())
+            self.dataplane.open_udp([(s.family, s.getsockname()) for server in self.servers
+                                     for s in server.sockets])
+        except DeviceError as e:
+            if self.dataplane is not None:
+                self.dataplane.close()
+            raise DaemonError(str(e)) from e
         base_env = {"NAME": cfg.name, "DEBUG": str(self.debug_level)}
         if cfg.paths.netname:
             base_env["NETNAME"] = cfg.paths.netname
-        if cfg.interface or cfg.paths.netname:
-            base_env["INTERFACE"] = cfg.interface or cfg.paths.netname
+        interface = self.dataplane.device.ifname if self.dataplane.device.fd is not None \
+            else cfg.interface or cfg.paths.netname
+        if interface:
+            base_env["INTERFACE"] = interface
         self.scripts = ScriptRunner(cfg.paths.confbase, base_env,
                                     interpreter=cfg.scripts_interpreter,
                                     extension=cfg.scripts_extension)
@@ -348,6 +372,7 @@ class Daemon:
                              (signal.SIGALRM, self.retry)):
             self.loop.add_signal_handler(sig, handler)
         log.info("Ready")
+        self.dataplane.start_device()
         self.node.start()
         self._host_check_at = time.time()
         for name in cfg.connect_to:
@@ -479,6 +504,7 @@ class Daemon:
         for s in self.servers:
             s.close()
         await self.scripts.drain()
+        self.dataplane.close()        # after tinc-down, as tinc closes the device last
         if self.control_server is not None:
             self.control_server.close()
         for w in list(self.control_clients):
@@ -541,10 +567,19 @@ class Daemon:
             # COMPAT: tinc parks the socket of a peer that broke the protocol unread.
             self.peer_ended(p, report=True, tarpit=ev.tarpit)
         elif isinstance(ev, (PacketReceived, SptpsPacketReceived)):
-            self.log(DEBUG_STATUS, f"Dropping packet from {p.label()}: no data plane yet")
+            name = self.node.connection_name(p)
+            if name is not None and self.node.connection_for(name) is p:
+                self.dataplane.meta_event(name, ev, now)
 
     def _apply_actions(self):
-        for act in self.node.pop_actions():
+        # The data plane may queue more node actions while it handles one (requests it sends
+        # toward other nodes): drain until none are left.
+        while actions := self.node.pop_actions():
+            self._apply_node_actions(actions)
+
+    def _apply_node_actions(self, actions):
+        now = self.now()
+        for act in actions:
             if isinstance(act, SendTo):
                 p = act.conn
                 if p.closed:
@@ -567,15 +602,15 @@ class Daemon:
             elif isinstance(act, Sleep):
                 self._sleep(act.seconds)
             elif isinstance(act, TunnelReset):
-                # No tunnels without the data plane. COMPAT: graph.c caches the address of
-                # our outgoing connection to a node that just became reachable.
+                # COMPAT: graph.c caches the address of our outgoing connection to a node
+                # that just became reachable.
                 conn = self.node.connection_for(act.name)
                 if (conn is not None and self.outgoing.carried_by(conn) is not None
                         and self.node.graph.is_reachable(act.name)):
                     self._remember_address(conn)
-            elif isinstance(act, ForUs):
-                self.log(DEBUG_PROTOCOL, f"Ignoring {act.msg.request.name} for us from "
-                         f"{act.msg.from_name}: no data plane yet")
+                self.dataplane.node_action(act, now)
+            else:
+                self.dataplane.node_action(act, now)
 
     def _sleep(self, seconds):
         """tinc blocks the whole daemon; we stop reading every meta socket for that long."""
@@ -775,6 +810,7 @@ class Daemon:
         deadlines.append(self.node.next_deadline())
         deadlines.append(self.autoconnect.next_deadline())
         deadlines.append(self.outgoing.next_deadline())
+        deadlines.append(self.dataplane.next_deadline())
         deadlines = [d for d in deadlines if d is not None]
         if self._timer is not None:
             self._timer.cancel()
@@ -798,6 +834,9 @@ class Daemon:
         if self.autoconnect.due(now):
             for act in self.autoconnect.handle_deadline(now, self._mesh_view()):
                 self._apply_autoconnect(act)
+        deadline = self.dataplane.next_deadline()
+        if deadline is not None and now >= deadline:
+            self.dataplane.handle_deadline(now)
         self.process()
 
     # --- AutoConnect -----------------------------------------------------------------------
@@ -871,9 +910,12 @@ class Daemon:
             conn.reply(t, self.reload())
         elif t == C.DUMP_NODES:
             offset = time.time() - self.now()
-            # Graph status bits plus has_address, which this shell owns.
-            runtime = {name: graph_dot.NodeRuntime(status=STATUS_HAS_ADDRESS)
-                       for name in self._has_address}
+            # Graph status bits, the data plane's fields, and has_address, which this shell
+            # owns.
+            runtime = self.dataplane.node_runtime(self.now())
+            for name in self._has_address:
+                r = runtime.get(name, graph_dot.NodeRuntime())
+                runtime[name] = dataclasses.replace(r, status=r.status | STATUS_HAS_ADDRESS)
             for line in graph_dot.dump_nodes_lines(self.node.graph, runtime,
                                                    wall_offset_s=offset):
                 conn.reply_line(line)

@@ -1,0 +1,394 @@
+"""The data plane's I/O shell: UDP sockets, the TUN/TAP device and the bursts between them.
+
+Owns: the UDP sockets (one per TCP listening address, same port, as tinc has), the device fd
+and the packet batches they are read into and written from. Decisions are made by the cores:
+datapath.tunnels.DataPlane (sessions, transport) and datapath.route.Router (where a frame
+goes); the node core (mesh.node.Node) carries requests toward other nodes. This module reads
+bursts, hands them over, and carries out the actions that come back. It never blocks the loop:
+sockets and the device are non-blocking, a full socket buffer drops (as tinc does).
+"""
+import errno
+import logging
+import os
+import socket
+
+from tincapp.accel import batchio
+from tincapp.datapath.batch import SLOT_OK, PacketBatch
+from tincapp.datapath.pmtu import PmtuConfig, estimate_initial_maxmtu
+from tincapp.datapath.route import (AnnounceSubnet, DeliverToDevice, Dropped, Router,
+                                    SendToNode, WithdrawSubnet)
+from tincapp.datapath.tunnels import (ETH_HLEN, DataPlane, DeliverFrame, SavePublicKey,
+                                      SendPacket, SendSptpsPacket, SendToward, SendUdp)
+from tincapp.mesh.graph import (STATUS_UDP_CONFIRMED, STATUS_VALIDKEY, STATUS_WAITINGFORKEY,
+                                SockAddr)
+from tincapp.mesh.graph_dot import NodeRuntime
+from tincapp.mesh.node import ToDataPlane, TunnelReset, UdpAddressReset
+from tincapp.meta.events import PacketReceived, SptpsPacketReceived
+from tincapp.sptps.session import DEFAULT_REPLAY_WINDOW
+
+log = logging.getLogger("tincd")
+
+BURST = 64                 # packets per read burst (device and UDP)
+TICK_S = 1.0               # tinc's timeout_handler: tunnels to neighbours are kept up
+SLOT_SIZE = 2048           # a frame (1518) plus node IDs and SPTPS overhead, rounded up
+ETHERTYPE = {4: b"\x08\x00", 6: b"\x86\xdd"}
+
+
+class DeviceError(Exception):
+    """The device could not be set up; the message is for the user."""
+
+
+class Device:
+    """The local network interface: a TUN/TAP fd, or none (DeviceType = dummy).
+
+    Frames are Ethernet frames everywhere in the data plane; a TUN device carries bare IP
+    packets, so a fake header is added on reading and removed on writing."""
+
+    def __init__(self, fd, ifname, *, tun: bool):
+        self.fd = fd
+        self.ifname = ifname
+        self.tun = tun
+
+    @classmethod
+    def open(cls, config):
+        kind = config.device_type
+        if kind == "dummy":
+            return cls(None, config.interface or "dummy", tun=True)
+        if kind not in ("tun", "tap"):
+            raise DeviceError(f"DeviceType = {kind} is not supported here (tun, tap, dummy)")
+        if config.device not in (None, "/dev/net/tun"):
+            raise DeviceError(f"Device = {config.device}: only /dev/net/tun is supported")
+        from tincapp.io.tun import open_tun
+        try:
+            fd, ifname = open_tun(config.interface, tap=kind == "tap")
+        except OSError as e:
+            raise DeviceError(f"Could not open {kind} device: {e.strerror or e}") from e
+        return cls(fd, ifname, tun=kind == "tun")
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class DataPlaneShell:
+    """Runs the data plane of `daemon` (io.daemon.Daemon) on its event loop."""
+
+    def __init__(self, daemon, core, router, device: Device):
+        self.daemon = daemon
+        self.core = core
+        self.router = router
+        self.device = device
+        self.udp_sockets: list[socket.socket] = []
+        self._dev_in = PacketBatch(BURST, SLOT_SIZE)
+        self._udp_in = PacketBatch(BURST, SLOT_SIZE)
+        self._udp_in_addrs = batchio.UdpAddresses(BURST)
+        self._dev_out = PacketBatch(BURST, SLOT_SIZE)
+        self.dropped_device_writes = 0
+        self._tick_at = None
+        self._rekey_at = None
+
+    @classmethod
+    def create(cls, daemon, my_options):
+        """The device, the tunnel core and the router for `daemon`'s configuration (the node
+        core must exist). DeviceError if the device cannot be opened."""
+        cfg = daemon.config
+        node = daemon.node
+        device = Device.open(cfg)
+        pmtu_config = PmtuConfig(
+            udp_discovery=cfg.udp_discovery,
+            udp_discovery_keepalive_interval_s=cfg.udp_discovery_keepalive_interval_s,
+            udp_discovery_interval_s=cfg.udp_discovery_interval_s,
+            udp_discovery_timeout_s=cfg.udp_discovery_timeout_s,
+            ping_interval_s=cfg.ping_interval_s, local_discovery=cfg.local_discovery)
+        core = DataPlane(
+            cfg.name, graph=node.graph,
+            has_connection=lambda name: node.connection_for(name) is not None,
+            my_key=cfg.private_key, peer_key=daemon.peer_public_key, rng=os.urandom,
+            my_options=my_options, compression=cfg.compression, mode=cfg.mode,
+            forwarding=cfg.forwarding,
+            replay_window=(cfg.replay_window if cfg.replay_window is not None
+                           else DEFAULT_REPLAY_WINDOW),
+            pmtu_config=pmtu_config, udp_info_interval_s=cfg.udp_info_interval_s,
+            mtu_info_interval_s=cfg.mtu_info_interval_s, log=daemon.log)
+        router = Router(
+            cfg.name, node.graph, node.subnets, mode=cfg.mode, forwarding=cfg.forwarding,
+            direct_only=cfg.direct_only, decrement_ttl=cfg.decrement_ttl,
+            broadcast=cfg.broadcast, tunnel_server=cfg.tunnel_server,
+            mac_expire_s=cfg.mac_expire_s, priority_inheritance=cfg.priority_inheritance,
+            mtu_of=lambda name: core.tunnel(name).pmtu.mtu,
+            mst_peers=lambda: [node.connection_name(c) for c in node.active_connections()
+                               if c in node.graph.mst_connections],
+            log=daemon.log)
+        node.subnet_added_hook = router.subnet_added
+        shell = cls(daemon, core, router, device)
+        core.path_mtu_of = shell._os_path_mtu
+        return shell
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def open_udp(self, socknames):
+        """One UDP socket per TCP listening address (tinc's listen_socket_t pairs)."""
+        cfg = self.daemon.config
+        for family, address in socknames:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                for opt, value in ((socket.SO_RCVBUF, cfg.udp_rcvbuf),
+                                   (socket.SO_SNDBUF, cfg.udp_sndbuf)):
+                    if value:
+                        try:
+                            sock.setsockopt(socket.SOL_SOCKET, opt, value)
+                        except OSError as e:
+                            log.warning("Can't set UDP buffer size to %d: %s", value, e)
+                sock.bind(address)
+            except OSError as e:
+                sock.close()
+                log.error("Can't bind to %s port %s/udp: %s", address[0], address[1],
+                          e.strerror or e)
+                continue
+            sock.setblocking(False)
+            self.udp_sockets.append(sock)
+            self.daemon.loop.add_reader(sock.fileno(), self._on_udp, sock)
+        if not self.udp_sockets:
+            raise DeviceError("Unable to create any UDP socket")
+        now = self.daemon.now()
+        self._tick_at = now + cfg.ping_timeout_s
+        self._rekey_at = now + cfg.key_expire_s
+
+    def start_device(self):
+        if self.device.fd is not None:
+            self.daemon.loop.add_reader(self.device.fd, self._on_device)
+
+    def close(self):
+        loop = self.daemon.loop
+        for sock in self.udp_sockets:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        self.udp_sockets = []
+        if self.device.fd is not None:
+            loop.remove_reader(self.device.fd)
+        self.device.close()
+
+    def _os_path_mtu(self, address: SockAddr, peer_minor: int):
+        """The kernel's path MTU towards `address` (IP_MTU on a connected UDP socket), as the
+        first upper bound of PMTU discovery; None if unknown."""
+        ipv6 = ":" in address.host
+        try:
+            with socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET,
+                               socket.SOCK_DGRAM) as s:
+                s.connect((address.host, int(address.port)))
+                mtu = s.getsockopt(socket.IPPROTO_IPV6 if ipv6 else socket.IPPROTO_IP,
+                                   getattr(socket, "IPV6_MTU", 24) if ipv6
+                                   else getattr(socket, "IP_MTU", 14))
+        except (OSError, ValueError):
+            return None
+        return estimate_initial_maxmtu(mtu, ipv6, peer_minor)
+
+    # --- the daemon's hooks --------------------------------------------------------------------
+
+    def meta_event(self, peer_name, ev, now) -> bool:
+        """Called for each event of an active meta connection; True if it was ours."""
+        if isinstance(ev, PacketReceived):
+            self.core.receive_packet(peer_name, ev.frame, now)
+        elif isinstance(ev, SptpsPacketReceived):
+            self.core.receive_tcp_sptps_packet(ev.data, now)
+        else:
+            return False
+        self.run_core(now)
+        return True
+
+    def node_action(self, act, now) -> bool:
+        """Called for each action of the node core; True if it was ours."""
+        if isinstance(act, TunnelReset):
+            self.core.reachability_changed(act.name, now)
+        elif isinstance(act, UdpAddressReset):
+            self.core.udp_address_changed(act.name, now)
+        elif isinstance(act, ToDataPlane):
+            self.core.receive_request(act.msg, act.line, act.for_us, now)
+            self.run_core(now)
+        else:
+            return False
+        return True
+
+    def next_deadline(self):
+        deadlines = [self._tick_at, self._rekey_at, self.core.next_deadline(),
+                     self.router.next_deadline()]
+        deadlines = [d for d in deadlines if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def handle_deadline(self, now):
+        """Called by the daemon's timer: UDP confirmation timeouts, MAC expiry, the once a
+        second tunnel upkeep for neighbours and KeyExpire rekeys."""
+        cfg = self.daemon.config
+        if self._tick_at is None:
+            self._tick_at = now + cfg.ping_timeout_s
+            self._rekey_at = now + cfg.key_expire_s
+        deadline = self.core.next_deadline()
+        if deadline is not None and now >= deadline:
+            self.core.handle_deadline(now)
+        deadline = self.router.next_deadline()
+        if deadline is not None and now >= deadline:
+            for act in self.router.handle_deadline(now):
+                self._router_action(act, now)
+        if now >= self._tick_at:
+            self._tick_at = now + TICK_S
+            node = self.daemon.node
+            for conn in node.active_connections():
+                name = node.connection_name(conn)
+                if name is not None:
+                    self.core.try_tx(name, False, now)
+        if now >= self._rekey_at:
+            self._rekey_at = now + cfg.key_expire_s
+            self.core.rekey_all(now)
+        self.run_core(now)
+
+    def node_runtime(self, now):
+        """Per-node dump fields (DUMP_NODES) the data plane owns."""
+        out = {}
+        for name, t in self.core.tunnels.items():
+            p = t.pmtu
+            status = ((STATUS_VALIDKEY if t.validkey else 0)
+                      | (STATUS_WAITINGFORKEY if t.waitingforkey else 0)
+                      | (STATUS_UDP_CONFIRMED if p.udp_confirmed else 0))
+            c = t.counters
+            out[name] = NodeRuntime(
+                compression=t.outcompression, status=status, mtu=p.mtu, minmtu=p.minmtu,
+                maxmtu=p.maxmtu,
+                udp_ping_rtt=int(p.rtt_s * 1e6) if p.rtt_s is not None else -1,
+                in_packets=c.in_packets, in_bytes=c.in_bytes, out_packets=c.out_packets,
+                out_bytes=c.out_bytes)
+        return out
+
+    # --- input ---------------------------------------------------------------------------------
+
+    def _on_device(self):
+        batch = self._dev_in
+        batch.clear()
+        try:
+            n = batchio.read_burst(self.device.fd, batch, ETH_HLEN if self.device.tun else 0)
+        except OSError as e:
+            log.error("Error while reading from %s: %s", self.device.ifname, e.strerror or e)
+            return
+        now = self.daemon.now()
+        me = self.core.myself
+        for i in range(n):
+            frame = batch.view(i)
+            if self.device.tun:
+                etype = ETHERTYPE.get(frame[ETH_HLEN] >> 4) if len(frame) > ETH_HLEN else None
+                if etype is None:
+                    continue
+                frame[:ETH_HLEN] = bytes(12) + etype
+            self._route(me, frame, now)
+        self.flush()
+
+    def _on_udp(self, sock):
+        batch, addrs = self._udp_in, self._udp_in_addrs
+        batch.clear()
+        try:
+            n = batchio.recv_burst(sock.fileno(), batch, addrs)
+        except OSError as e:
+            log.debug("Receiving UDP packet failed: %s", e.strerror or e)
+            return
+        now = self.daemon.now()
+        for i in range(n):
+            if batch.status[i] != SLOT_OK:
+                continue
+            host, port = addrs.get(i)
+            self.core.receive_udp(batch.get(i), SockAddr(host, str(port)), now)
+            self._run_core(now)
+        self.flush()
+
+    # --- actions -------------------------------------------------------------------------------
+
+    def _route(self, source, frame, now):
+        for act in self.router.route(source, frame, now):
+            self._router_action(act, now)
+
+    def _router_action(self, act, now):
+        if isinstance(act, SendToNode):
+            self.core.send_frame(act.name, act.frame, now)
+            self._run_core(now)
+        elif isinstance(act, DeliverToDevice):
+            self._to_device(act.frame)
+        elif isinstance(act, AnnounceSubnet):
+            self.daemon.node.add_learnt_subnet(act.subnet)
+        elif isinstance(act, WithdrawSubnet):
+            self.daemon.node.remove_learnt_subnet(act.subnet)
+        elif isinstance(act, Dropped):
+            pass
+
+    def _run_core(self, now):
+        """Carry out what the tunnel core asked for (it may ask more while we do)."""
+        while True:
+            actions = self.core.pop_actions()
+            if not actions:
+                return
+            for act in actions:
+                self._core_action(act, now)
+
+    def _core_action(self, act, now):
+        d = self.daemon
+        if isinstance(act, SendUdp):
+            self._send_udp(act, now)
+        elif isinstance(act, DeliverFrame):
+            self._route(act.source, act.frame, now)
+        elif isinstance(act, SendToward):
+            if isinstance(act.msg, bytes):
+                d.node.send_toward(act.to, line=act.msg)
+            else:
+                d.node.send_toward(act.to, msg=act.msg)
+        elif isinstance(act, SendPacket):
+            conn = d.node.connection_for(act.to)
+            if conn is not None and not conn.closed:
+                conn.meta.send_packet(act.frame)
+        elif isinstance(act, SendSptpsPacket):
+            conn = d.node.connection_for(act.via)
+            if conn is not None and not conn.closed:
+                conn.meta.send_sptps_packet(act.data)
+        elif isinstance(act, SavePublicKey):
+            d.save_public_key(act.name, act.public)
+
+    def _send_udp(self, act: SendUdp, now):
+        family = socket.AF_INET6 if ":" in act.address.host else socket.AF_INET
+        sock = next((s for s in self.udp_sockets if s.family == family), None)
+        if sock is None:
+            return
+        try:
+            sock.sendto(act.data, (act.address.host, int(act.address.port)))
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            if e.errno == errno.EMSGSIZE:
+                self.core.udp_send_too_big(act.relay, act.payload_len, now)
+            else:
+                log.debug("Error sending UDP packet to %s: %s", act.relay, e.strerror or e)
+
+    def _to_device(self, frame):
+        if self.device.fd is None:
+            return
+        data = frame[ETH_HLEN:] if self.device.tun else frame
+        out = self._dev_out
+        if out.count == out.capacity:
+            self.flush_device()
+        out.append(data)
+
+    def flush_device(self):
+        out = self._dev_out
+        if out.count and self.device.fd is not None:
+            written = batchio.write_burst(self.device.fd, out)
+            self.dropped_device_writes += out.count - written
+        out.clear()
+
+    def flush(self):
+        """After a burst: write what is queued for the device and let the daemon send what
+        the cores queued on meta connections."""
+        self.flush_device()
+        self.daemon.process()
+
+    def run_core(self, now):
+        """For the daemon: after it fed the tunnel core (requests, packets, timers)."""
+        self._run_core(now)
+        self.flush_device()
