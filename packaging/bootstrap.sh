@@ -22,8 +22,8 @@ apt_install() {
 }
 
 if ! command -v "$PYTHON" >/dev/null; then apt_install python3; fi
-# The namespace tests and the demo use iproute2 and ping (as root only; they skip otherwise).
-if [ "$(id -u)" = 0 ]; then apt_install iproute2 iputils-ping; fi
+# The namespace tests, the demo and bench_tunnel use iproute2, ping and iperf3 (as root only).
+if [ "$(id -u)" = 0 ]; then apt_install iproute2 iputils-ping iperf3; fi
 if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then apt_install python3-venv; fi
 command -v cc >/dev/null || apt_install gcc
 # python-lzo (tinc's compression levels 10 and 11) builds against the system's liblzo2.
