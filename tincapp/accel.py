@@ -1,4 +1,5 @@
-"""The one place that imports the compiled modules (tincapp._record, _replay, _batchio).
+"""The one place that imports the compiled modules (tincapp._record, _replay, _batchio,
+_fastpath).
 
 tincapp needs them: the hot paths have no pure-Python fallback inside the package (the
 plain-Python references under tests/reference/ exist to check the compiled code, and are far
@@ -24,3 +25,4 @@ def _load(name):
 record = _load("record")
 replay = _load("replay")
 batchio = _load("batchio")
+fastpath = _load("fastpath")

@@ -135,7 +135,7 @@ class Tunnel:
 
     __slots__ = ("name", "id", "session", "validkey", "waitingforkey", "last_req_key",
                  "outcompression", "pmtu", "counters", "last_restart_reason",
-                 "udp_info_sent_at", "mtu_info_sent_at", "sent_to_current")
+                 "udp_info_sent_at", "mtu_info_sent_at", "sent_to_current", "rx_prefix")
 
     def __init__(self, name: str, pmtu: PathMtu):
         self.name = name
@@ -151,6 +151,7 @@ class Tunnel:
         self.udp_info_sent_at = None
         self.mtu_info_sent_at = None
         self.sent_to_current = 0          # tinc's global "every third packet" counter, per node
+        self.rx_prefix = ZERO_ID + self.id   # what datagrams straight from this node start with
 
 
 class TunnelError(TincappError):
@@ -622,6 +623,58 @@ class DataPlane:
         if not via_tcp:
             t.pmtu.record_received_len(len(frame))
         self._actions.append(DeliverFrame(t.name, frame))
+
+    # --- the shell's fast path (it opens and seals bursts itself) -----------------------------
+
+    def fast_tx_target(self, name: str) -> Optional[Tunnel]:
+        """The tunnel to `name` if a burst of plain frames may be sealed and sent straight to
+        its confirmed UDP address: what send_frame would do for each of them, provided they
+        fit minmtu."""
+        t = self.tunnels.get(name)
+        n = self.graph.node(name)
+        if (t is None or n is None or not t.validkey or t.session is None
+                or not t.session.handshake_done or not t.pmtu.udp_confirmed
+                or t.outcompression or self.switch_mode or not n.reachable
+                or n.via is not n or n.nexthop is not n or n.address is None
+                or (self.my_options | n.options) & OPTION_TCPONLY
+                or option_version(n.options) < MINOR_RELAY_IDS):
+            return None
+        return t
+
+    def sent_burst(self, t: Tunnel, packets: int, frame_bytes: int, now: float) -> None:
+        """Called after the shell sent a burst on `t`'s session: counters, the session's own
+        output (an automatic rekey) and tunnel upkeep, as send_frame does per frame."""
+        t.counters.out_packets += packets
+        t.counters.out_bytes += frame_bytes
+        self._send_records(t, t.session.pop_outgoing(), now)
+        self.try_tx(t.name, True, now)
+
+    def received_burst(self, t: Tunnel, events, failures: int, packets: int,
+                       frame_bytes: int, longest_frame: int, now: float) -> None:
+        """Called after the shell opened a burst from `t`'s confirmed address itself: session
+        events, failed records (the restart rule, once per burst) and counters."""
+        ok = True
+        for ev in events:
+            if isinstance(ev, SptpsError):
+                self.receive_failed(t, "raw TCP packet", now, ev)
+                ok = False
+        self._session_events(t, [ev for ev in events if not isinstance(ev, SptpsError)],
+                             now, via_tcp=False)
+        if failures and ok:
+            t.counters.decode_errors += failures - 1
+            self.receive_failed(t, "raw TCP packet", now,
+                                f"{failures} datagrams failed to decrypt or were replayed")
+        t.counters.in_packets += packets
+        t.counters.in_bytes += frame_bytes
+        if packets:
+            t.pmtu.record_received_len(longest_frame)
+
+    def receive_opened_record(self, t: Tunnel, type: int, data: bytes, now: float) -> None:
+        """A record the shell opened from a UDP burst that its fast path does not handle."""
+        try:
+            self._receive_record(t, type, data, now, via_tcp=False)
+        except TunnelError as e:
+            self.receive_failed(t, "raw TCP packet", now, e)
 
     # --- probes (data-path.md 8) -------------------------------------------------------------
 

@@ -12,13 +12,16 @@ import logging
 import os
 import socket
 
-from tincapp.accel import batchio
-from tincapp.datapath.batch import SLOT_OK, PacketBatch
+from array import array
+
+from tincapp.accel import batchio, fastpath
+from tincapp.datapath.batch import SLOT_EMPTY, SLOT_OK, SLOT_TOO_BIG, PacketBatch
 from tincapp.datapath.pmtu import PmtuConfig, estimate_initial_maxmtu
 from tincapp.datapath.route import (AnnounceSubnet, DeliverToDevice, Dropped, Router,
                                     SendToNode, WithdrawSubnet)
-from tincapp.datapath.tunnels import (ETH_HLEN, DataPlane, DeliverFrame, SavePublicKey,
-                                      SendPacket, SendSptpsPacket, SendToward, SendUdp)
+from tincapp.datapath.tunnels import (DATAGRAM_OVERHEAD, ETH_HLEN, ID_PREFIX_LEN, ZERO_ID,
+                                      DataPlane, DeliverFrame, SavePublicKey, SendPacket,
+                                      SendSptpsPacket, SendToward, SendUdp, node_id)
 from tincapp.mesh.graph import (STATUS_UDP_CONFIRMED, STATUS_VALIDKEY, STATUS_WAITINGFORKEY,
                                 SockAddr)
 from tincapp.mesh.graph_dot import NodeRuntime
@@ -32,6 +35,9 @@ BURST = 64                 # packets per read burst (device and UDP)
 TICK_S = 1.0               # tinc's timeout_handler: tunnels to neighbours are kept up
 SLOT_SIZE = 2048           # a frame (1518) plus node IDs and SPTPS overhead, rounded up
 ETHERTYPE = {4: b"\x08\x00", 6: b"\x86\xdd"}
+IP_MIN_MTU = 590           # tinc never fragments or refuses below this (route.c)
+# A frame sealed for UDP: prefix + seqno/type/tag around the packet, minus its Ethernet header.
+FRAME_TO_DATAGRAM = ID_PREFIX_LEN + DATAGRAM_OVERHEAD - ETH_HLEN
 
 
 class DeviceError(Exception):
@@ -85,6 +91,21 @@ class DataPlaneShell:
         self._udp_in_addrs = batchio.UdpAddresses(BURST)
         self._dev_out = PacketBatch(BURST, SLOT_SIZE)
         self.dropped_device_writes = 0
+        # Fast path state (router mode on a TUN device). Caches of routing decisions, keyed by
+        # destination address bytes; flushed when the graph or the subnets change.
+        self.fast = core is not None and router.mode == "router" and device.tun
+        self._cache_epoch = None
+        self._tx_cache: dict[bytes, int] = {}       # destination -> index into _tx_names
+        self._tx_names: list[str] = []
+        self._rx_local: dict[bytes, bool] = {}      # destinations that are ours
+        self._rx_peers: dict[bytes, object] = {}    # UDP address key -> Tunnel
+        self._targets = array("i", bytes(4 * BURST))
+        self._saved = bytearray(BURST)
+        self._sealed = PacketBatch(BURST, SLOT_SIZE)
+        self._opened = PacketBatch(BURST, SLOT_SIZE)
+        self._tx_prefix = ZERO_ID + node_id(core.myself) if core is not None else b""
+        self.stats = {"fast_tx": 0, "slow_tx": 0, "fast_rx": 0, "slow_rx": 0}
+        self._dirty = False       # the cores queued something beyond packets since flush()
         self._tick_at = None
         self._rekey_at = None
 
@@ -264,6 +285,16 @@ class DataPlaneShell:
 
     # --- input ---------------------------------------------------------------------------------
 
+    def _check_epoch(self):
+        node = self.daemon.node
+        epoch = (node.graph.generation, node.subnets.version)
+        if epoch != self._cache_epoch:
+            self._cache_epoch = epoch
+            self._tx_cache.clear()
+            self._tx_names.clear()
+            self._rx_local.clear()
+            self._rx_peers.clear()
+
     def _on_device(self):
         batch = self._dev_in
         batch.clear()
@@ -272,17 +303,87 @@ class DataPlaneShell:
         except OSError as e:
             log.error("Error while reading from %s: %s", self.device.ifname, e.strerror or e)
             return
+        if not n:
+            return
         now = self.daemon.now()
+        targets = self._targets
+        if self.fast:
+            self._check_epoch()
+            slow = fastpath.classify_tx(batch, ETH_HLEN, self._tx_cache, targets,
+                                        self._clamp_mss())
+            if slow < n:
+                for index, name in enumerate(self._tx_names):
+                    self._send_fast(index, name, now)
         me = self.core.myself
         for i in range(n):
+            if self.fast and targets[i] == -2:
+                continue                    # sent by the fast path
             frame = batch.view(i)
             if self.device.tun:
                 etype = ETHERTYPE.get(frame[ETH_HLEN] >> 4) if len(frame) > ETH_HLEN else None
                 if etype is None:
                     continue
                 frame[:ETH_HLEN] = bytes(12) + etype
+            self.stats["slow_tx"] += 1
             self._route(me, frame, now)
+            if self.fast:
+                self._learn_tx(frame)
         self.flush()
+
+    def _clamp_mss(self):
+        return bool(self.daemon.config.clamp_mss)
+
+    def _learn_tx(self, frame):
+        """After the slow path routed a frame from our device: cache the decision if it was a
+        plain unicast that the fast path may repeat (Router.fast_route says which)."""
+        decision = self.router.fast_route(self.core.myself, frame)
+        if decision is None:
+            return
+        key = bytes(frame[30:34]) if frame[12] == 8 else bytes(frame[38:54])
+        if key in self._tx_cache:
+            return
+        try:
+            index = self._tx_names.index(decision.name)
+        except ValueError:
+            index = len(self._tx_names)
+            self._tx_names.append(decision.name)
+        self._tx_cache[key] = index
+
+    def _send_fast(self, index, name, now):
+        """Seal and send the burst's frames for `name` in one go, if its tunnel allows."""
+        t = self.core.fast_tx_target(name)
+        if t is None:
+            return
+        batch, sealed = self._dev_in, self._sealed
+        p = t.pmtu
+        max_len = min(p.minmtu, max(p.mtu, IP_MIN_MTU))
+        selected = fastpath.select_slots(batch, self._targets, index, self._saved, max_len)
+        if not selected:
+            fastpath.restore_status(batch, self._saved)
+            return
+        address = self.daemon.node.graph.node(name).address
+        sock = self._socket_for(address.host)
+        try:
+            t.session.seal_batch(batch, sealed, ID_PREFIX_LEN, ETH_HLEN, sealable=selected)
+        finally:
+            fastpath.restore_status(batch, self._saved)
+        total = fastpath.set_prefix(sealed, self._tx_prefix)
+        if sock is not None:
+            sent, err = batchio.send_to_one(sock.fileno(), sealed, address.host,
+                                            int(address.port), gso=True)
+            if err == errno.EMSGSIZE:
+                for i in range(sealed.count):
+                    if sealed.status[i] == SLOT_TOO_BIG:
+                        self.core.udp_send_too_big(name, sealed.lengths[i] - ID_PREFIX_LEN
+                                                   - DATAGRAM_OVERHEAD, now)
+        fastpath.mark_done(batch, self._targets, index, sealed.status)
+        self.stats["fast_tx"] += selected
+        self.core.sent_burst(t, selected, total - FRAME_TO_DATAGRAM * selected, now)
+        self._run_core(now)
+
+    def _socket_for(self, host):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return next((s for s in self.udp_sockets if s.family == family), None)
 
     def _on_udp(self, sock):
         batch, addrs = self._udp_in, self._udp_in_addrs
@@ -293,13 +394,83 @@ class DataPlaneShell:
             log.debug("Receiving UDP packet failed: %s", e.strerror or e)
             return
         now = self.daemon.now()
-        for i in range(n):
-            if batch.status[i] != SLOT_OK:
-                continue
-            host, port = addrs.get(i)
-            self.core.receive_udp(batch.get(i), SockAddr(host, str(port)), now)
-            self._run_core(now)
+        if self.fast:
+            self._check_epoch()
+        i = 0
+        while i < n:
+            j = addrs.run_end(i, n)
+            t = self._rx_peer(addrs, i) if self.fast else None
+            if t is None or not fastpath.check_prefix(batch, i, j, t.rx_prefix):
+                for k in range(i, j):
+                    if batch.status[k] == SLOT_OK:
+                        host, port = addrs.get(k)
+                        self.stats["slow_rx"] += 1
+                        self.core.receive_udp(batch.get(k), SockAddr(host, str(port)), now)
+                        self._run_core(now)
+            else:
+                self._receive_fast(t, i, j, now)
+            i = j
         self.flush()
+
+    def _rx_peer(self, addrs, i):
+        """The tunnel whose confirmed UDP address sent slot i, if its session can open a burst."""
+        key = addrs.key(i)
+        t = self._rx_peers.get(key)
+        if t is None:
+            host, port = addrs.get(i)
+            n = self.daemon.node.graph.node_by_udp_address(SockAddr(host, str(port)))
+            if n is None or n.name == self.core.myself:
+                return None
+            t = self.core.tunnels.get(n.name)
+            if t is None:
+                return None
+            self._rx_peers[key] = t
+        if (not t.pmtu.udp_confirmed or t.session is None or not t.session.in_encrypted
+                or t.session.replay is None):
+            return None
+        return t
+
+    def _receive_fast(self, t, i, j, now):
+        batch, opened = self._udp_in, self._opened
+        events = t.session.open_batch(batch, opened, ID_PREFIX_LEN, i, j)
+        failures = 0
+        for k in range(i, j):
+            if batch.status[k] == SLOT_OK and opened.status[k] not in (SLOT_OK, SLOT_EMPTY):
+                failures += 1
+        targets = self._targets
+        fast, total, longest = fastpath.classify_rx(opened, i, j, self._rx_local, targets)
+        self.stats["fast_rx"] += fast
+        for k in range(i, j):
+            if opened.status[k] == SLOT_OK and not targets[k]:
+                self.stats["slow_rx"] += 1
+                data = opened.get(k)
+                self.core.receive_opened_record(t, opened.types[k], data, now)
+                self._run_core(now)
+                if opened.types[k] == 0:
+                    self._learn_rx(data)
+        fastpath.keep_flagged(opened, i, j, targets)
+        if fast and self.device.fd is not None:
+            written = batchio.write_burst(self.device.fd, opened, i, j)
+            self.dropped_device_writes += fast - written
+        self.core.received_burst(t, events, failures, fast, total + ETH_HLEN * fast,
+                                 longest + ETH_HLEN, now)
+        self._run_core(now)
+
+    def _learn_rx(self, packet):
+        """Cache that the destination of a packet from a tunnel is one of our subnets."""
+        if not packet:
+            return
+        subnets = self.daemon.node.subnets
+        if packet[0] >> 4 == 4 and len(packet) >= 20:
+            key = bytes(packet[16:20])
+            s = subnets.lookup_ipv4(key)
+        elif packet[0] >> 4 == 6 and len(packet) >= 40:
+            key = bytes(packet[24:40])
+            s = subnets.lookup_ipv6(key)
+        else:
+            return
+        if s is not None and s.owner == self.core.myself:
+            self._rx_local[key] = True
 
     # --- actions -------------------------------------------------------------------------------
 
@@ -315,8 +486,10 @@ class DataPlaneShell:
             self._to_device(act.frame)
         elif isinstance(act, AnnounceSubnet):
             self.daemon.node.add_learnt_subnet(act.subnet)
+            self._dirty = True
         elif isinstance(act, WithdrawSubnet):
             self.daemon.node.remove_learnt_subnet(act.subnet)
+            self._dirty = True
         elif isinstance(act, Dropped):
             pass
 
@@ -326,6 +499,7 @@ class DataPlaneShell:
             actions = self.core.pop_actions()
             if not actions:
                 return
+            self._dirty = True
             for act in actions:
                 self._core_action(act, now)
 
@@ -352,8 +526,7 @@ class DataPlaneShell:
             d.save_public_key(act.name, act.public)
 
     def _send_udp(self, act: SendUdp, now):
-        family = socket.AF_INET6 if ":" in act.address.host else socket.AF_INET
-        sock = next((s for s in self.udp_sockets if s.family == family), None)
+        sock = self._socket_for(act.address.host)
         if sock is None:
             return
         try:
@@ -383,9 +556,12 @@ class DataPlaneShell:
         out.clear()
 
     def flush(self):
-        """After a burst: write what is queued for the device and let the daemon send what
-        the cores queued on meta connections."""
+        """After a burst: write what is queued for the device and, if the cores did more than
+        move packets, let the daemon send what they queued and re-arm its timer."""
         self.flush_device()
+        if not self._dirty:
+            return                # the steady state: a burst in, a burst out, nothing else
+        self._dirty = False
         self.daemon.process()
 
     def run_core(self, now):

@@ -329,6 +329,7 @@ class SubnetTable:
         self._by_owner: dict[str, list[Subnet]] = {}   # each node's subnet_tree, in order
         self._caches: dict[SubnetType, dict[bytes, Subnet]] = {t: {} for t in SubnetType}
         self._cache_generation = mesh.generation
+        self.version = 0          # bumped by every add/delete: caches of lookups follow it
 
     # --- changes -----------------------------------------------------------------------------
 
@@ -345,6 +346,7 @@ class SubnetTable:
         if not any(_tinc_equal(subnet, s) for s in self._equal_range(subnet)):
             bisect.insort(self._index, subnet, key=Subnet.sort_key)
         self._flush_for(subnet)
+        self.version += 1
         return True
 
     def delete(self, subnet: Subnet) -> bool:
@@ -363,6 +365,7 @@ class SubnetTable:
         elif subnet.owner is None:
             return False
         self._flush_for(subnet)
+        self.version += 1
         return True
 
     def delete_owner(self, owner: str) -> list[Subnet]:

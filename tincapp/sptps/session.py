@@ -157,18 +157,20 @@ class SptpsSession:
             raise SptpsError(f"Invalid application record type {type}")
         return self._seal(type, data)
 
-    def seal_batch(self, src, dst, headroom=0, src_offset=0):
+    def seal_batch(self, src, dst, headroom=0, src_offset=0, sealable=None):
         """Seal the OK slots of `src` (types in src.types, data from src_offset on) into
         datagram records in dst, after `headroom` bytes left to the caller. dst.status tells
-        per slot what happened."""
+        per slot what happened. `sealable`: the number of OK slots, if the caller counted them
+        and made sure every type is an application type (saves two passes over the burst)."""
         if not self.datagram:
             raise SptpsError("seal_batch needs a datagram session")
         if not self.out_encrypted:
             raise SptpsError("Handshake phase not finished yet")
-        for i in range(src.count):
-            if src.types[i] > wire.APPLICATION_TYPE_MAX:
-                raise SptpsError(f"Invalid application record type {src.types[i]}")
-        sealable = sum(1 for i in range(src.count) if src.status[i] == SLOT_OK)
+        if sealable is None:
+            for i in range(src.count):
+                if src.types[i] > wire.APPLICATION_TYPE_MAX:
+                    raise SptpsError(f"Invalid application record type {src.types[i]}")
+            sealable = sum(1 for i in range(src.count) if src.status[i] == SLOT_OK)
         self._reserve(sealable, HANDSHAKE_RESERVE)
         nxt = _record.seal_batch(self._out_key, self.out_seqno, src, dst, headroom, src_offset)
         self.out_seqno = nxt & 0xFFFFFFFF
