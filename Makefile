@@ -15,6 +15,8 @@ test: build
 bench: build
 	.venv/bin/python bench/bench_record.py
 	.venv/bin/python bench/bench_replay.py
+	.venv/bin/python bench/bench_batchio.py
+	.venv/bin/python bench/bench_tunnel.py
 
 clean:
 	rm -rf build dist .venv tincapp/_*.so pyx/*.c
