@@ -188,8 +188,10 @@ class DataPlane:
         self._by_id: dict[bytes, str] = {node_id(myself): myself}
         self._actions: list = []
         self._my_id = node_id(myself)
-        # The shell may set this: (SockAddr, peer minor) -> initial maxmtu or None.
+        # The shell may set these: (SockAddr, peer minor) -> initial maxmtu or None; and
+        # name -> the PMTU setting for that node (its host file or ours) or None.
         self.path_mtu_of = None
+        self.configured_pmtu = None
 
     # --- bookkeeping -------------------------------------------------------------------------
 
@@ -235,6 +237,10 @@ class DataPlane:
         t.waitingforkey = False
         t.last_req_key = 0.0
         t.pmtu.reset()
+        if self.configured_pmtu is not None:
+            limit = self.configured_pmtu(name)
+            if limit is not None:
+                t.pmtu.limit_mtu(limit)        # COMPAT: ack_h applies PMTU from both files
 
     def udp_address_changed(self, name: str, now: float) -> None:
         """Called when the graph reset a node's UDP address (tinc update_node_udp): the

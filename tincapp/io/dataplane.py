@@ -22,6 +22,7 @@ from tincapp.datapath.route import (AnnounceSubnet, DeliverToDevice, Dropped, Ro
 from tincapp.datapath.tunnels import (DATAGRAM_OVERHEAD, ETH_HLEN, ID_PREFIX_LEN, ZERO_ID,
                                       DataPlane, DeliverFrame, SavePublicKey, SendPacket,
                                       SendSptpsPacket, SendToward, SendUdp, node_id)
+from tincapp.errors import ConfigError
 from tincapp.mesh.graph import (STATUS_UDP_CONFIRMED, STATUS_VALIDKEY, STATUS_WAITINGFORKEY,
                                 SockAddr)
 from tincapp.mesh.graph_dot import NodeRuntime
@@ -50,10 +51,12 @@ class Device:
     Frames are Ethernet frames everywhere in the data plane; a TUN device carries bare IP
     packets, so a fake header is added on reading and removed on writing."""
 
-    def __init__(self, fd, ifname, *, tun: bool):
+    def __init__(self, fd, ifname, *, tun: bool, mymac=None):
         self.fd = fd
         self.ifname = ifname
         self.tun = tun
+        # Router mode on a TAP device: the interface's MAC, for frames we write to it.
+        self.mymac = mymac
 
     @classmethod
     def open(cls, config):
@@ -64,12 +67,18 @@ class Device:
             raise DeviceError(f"DeviceType = {kind} is not supported here (tun, tap, dummy)")
         if config.device not in (None, "/dev/net/tun"):
             raise DeviceError(f"Device = {config.device}: only /dev/net/tun is supported")
-        from tincapp.io.tun import open_tun
+        from tincapp.io.tun import hardware_address, open_tun
         try:
             fd, ifname = open_tun(config.interface, tap=kind == "tap")
         except OSError as e:
             raise DeviceError(f"Could not open {kind} device: {e.strerror or e}") from e
-        return cls(fd, ifname, tun=kind == "tun")
+        mymac = None
+        if kind == "tap" and config.mode == "router":
+            try:
+                mymac = hardware_address(ifname)
+            except OSError:
+                mymac = b"\xfe\xfd\0\0\0\0"          # tinc's default until it learns one
+        return cls(fd, ifname, tun=kind == "tun", mymac=mymac)
 
     def close(self):
         if self.fd is not None:
@@ -106,6 +115,8 @@ class DataPlaneShell:
         self._tx_prefix = ZERO_ID + node_id(core.myself) if core is not None else b""
         self.stats = {"fast_tx": 0, "slow_tx": 0, "fast_rx": 0, "slow_rx": 0}
         self._dirty = False       # the cores queued something beyond packets since flush()
+        self.device_in = [0, 0]   # packets, bytes (frames) read from the device
+        self.device_out = [0, 0]  # and written to it
         self._tick_at = None
         self._rekey_at = None
 
@@ -144,7 +155,18 @@ class DataPlaneShell:
         node.subnet_added_hook = router.subnet_added
         shell = cls(daemon, core, router, device)
         core.path_mtu_of = shell._os_path_mtu
+        core.configured_pmtu = shell._configured_pmtu
         return shell
+
+    def _configured_pmtu(self, name):
+        cfg = self.daemon.config
+        limits = [cfg.pmtu]
+        try:
+            limits.append(cfg.load_host(name, missing_ok=True).pmtu)
+        except ConfigError:
+            pass
+        limits = [v for v in limits if v is not None]
+        return min(limits) if limits else None
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -281,6 +303,9 @@ class DataPlaneShell:
                 udp_ping_rtt=int(p.rtt_s * 1e6) if p.rtt_s is not None else -1,
                 in_packets=c.in_packets, in_bytes=c.in_bytes, out_packets=c.out_packets,
                 out_bytes=c.out_bytes)
+        out[self.core.myself] = NodeRuntime(
+            in_packets=self.device_in[0], in_bytes=self.device_in[1],
+            out_packets=self.device_out[0], out_bytes=self.device_out[1])
         return out
 
     # --- input ---------------------------------------------------------------------------------
@@ -305,6 +330,9 @@ class DataPlaneShell:
             return
         if not n:
             return
+        # COMPAT: tinc counts device reads as myself's incoming traffic (frame lengths).
+        self.device_in[0] += n
+        self.device_in[1] += sum(batch.lengths[:n])
         now = self.daemon.now()
         targets = self._targets
         if self.fast:
@@ -319,6 +347,8 @@ class DataPlaneShell:
             if self.fast and targets[i] == -2:
                 continue                    # sent by the fast path
             frame = batch.view(i)
+            if self.device.mymac is not None and len(frame) >= ETH_HLEN:
+                self.device.mymac = bytes(frame[6:12])    # tinc snatches it from ARP/NS
             if self.device.tun:
                 etype = ETHERTYPE.get(frame[ETH_HLEN] >> 4) if len(frame) > ETH_HLEN else None
                 if etype is None:
@@ -452,6 +482,8 @@ class DataPlaneShell:
         if fast and self.device.fd is not None:
             written = batchio.write_burst(self.device.fd, opened, i, j)
             self.dropped_device_writes += fast - written
+            self.device_out[0] += fast
+            self.device_out[1] += total + ETH_HLEN * fast
         self.core.received_burst(t, events, failures, fast, total + ETH_HLEN * fast,
                                  longest + ETH_HLEN, now)
         self._run_core(now)
@@ -542,7 +574,15 @@ class DataPlaneShell:
     def _to_device(self, frame):
         if self.device.fd is None:
             return
-        data = frame[ETH_HLEN:] if self.device.tun else frame
+        if self.device.tun:
+            data = frame[ETH_HLEN:]
+        elif self.device.mymac is not None:
+            # COMPAT: a TAP device in router mode gets frames addressed to its own MAC from a
+            # made-up neighbour (send_packet's overwrite_mac).
+            mac = self.device.mymac
+            data = mac + mac[:5] + bytes((mac[5] ^ 0xFF,)) + bytes(frame[12:])
+        else:
+            data = frame
         out = self._dev_out
         if out.count == out.capacity:
             self.flush_device()
@@ -551,6 +591,9 @@ class DataPlaneShell:
     def flush_device(self):
         out = self._dev_out
         if out.count and self.device.fd is not None:
+            self.device_out[0] += out.count
+            self.device_out[1] += sum(out.lengths[:out.count]) + (
+                ETH_HLEN * out.count if self.device.tun else 0)
             written = batchio.write_burst(self.device.fd, out)
             self.dropped_device_writes += out.count - written
         out.clear()
