@@ -1,7 +1,9 @@
 """`tincd`: the node daemon's command line (tinc's src/tincd.c).
 
 Parses tincd's options, loads the configuration (errors end the program with exit status 1
-before detaching), sets up logging, detaches unless -D, and runs io.daemon.Daemon.
+before detaching), sets up logging, detaches unless -D, and runs io.daemon.Daemon. With
+--supervise (tincapp's own option) the detached process is io.supervisor instead, which runs
+the daemon as its child with the same options and restarts it when it dies.
 """
 import asyncio
 import logging
@@ -11,6 +13,7 @@ import sys
 
 from tincapp.config import netconf
 from tincapp.errors import ConfigError
+from tincapp.io import supervisor
 from tincapp.version import __version__
 
 USAGE = """\
@@ -28,14 +31,22 @@ Usage: tincd [option]...
   -o, --option[HOST.]KEY=VALUE  Set global/host configuration value.
   -R, --chroot                  chroot to NET dir at startup.
   -U, --user=USER               setuid to given USER at startup.
+      --supervise               Run tincd as a child process; restart it when it dies.
+      --respawn-threshold=SECONDS  A run shorter than this is a crash (default 60).
+      --respawn-timeout=SECONDS    Wait before the first restart, doubled per crash in a
+                                   row (default 1, at most 60).
+      --respawn-retry=N            Give up after N crashes in a row (default 5; 0: never).
       --help                    Display this help and exit.
       --version                 Output version information and exit.
 """
 
-_LONG_WITH_ARG = {"config": "c", "net": "n", "option": "o", "user": "U", "pidfile": None}
+_LONG_WITH_ARG = {"config": "c", "net": "n", "option": "o", "user": "U", "pidfile": None,
+                  "respawn-threshold": None, "respawn-timeout": None, "respawn-retry": None}
 _LONG_OPTIONAL = {"debug": "d", "logfile": None}
 _LONG_FLAGS = {"no-detach": "D", "mlock": "L", "syslog": "s", "chroot": "R",
-               "bypass-security": None, "help": None, "version": None}
+               "bypass-security": None, "help": None, "version": None, "supervise": None}
+# tincapp's own options: the supervisor consumes them, the daemon it runs never sees them.
+_SUPERVISOR_OPTIONS = {"supervise", "respawn-threshold", "respawn-timeout", "respawn-retry"}
 
 
 class UsageError(Exception):
@@ -58,6 +69,11 @@ class Options:
         self.mlock = False
         self.help = False
         self.version = False
+        self.supervise = False
+        self.respawn_threshold_s = supervisor.DEFAULT_THRESHOLD_S
+        self.respawn_timeout_s = supervisor.DEFAULT_TIMEOUT_S
+        self.respawn_retry = supervisor.DEFAULT_RETRY
+        self.daemon_args = []         # argv without the supervisor's options, for the child
 
 
 def parse_args(argv):
@@ -65,6 +81,7 @@ def parse_args(argv):
     o = Options()
     args = list(argv)
     i = 0
+    supervisor_args = set()       # indices into args the supervisor consumed
 
     def take(name, inline):
         nonlocal i
@@ -111,8 +128,24 @@ def parse_args(argv):
             o.help = True
         elif key == "version":
             o.version = True
+        elif key == "supervise":
+            o.supervise = True
+        elif key in ("respawn-threshold", "respawn-timeout", "respawn-retry"):
+            try:
+                number = int(value) if key == "respawn-retry" else float(value)
+            except ValueError:
+                number = -1
+            if not number >= 0 or number == float("inf"):
+                raise UsageError(f"Invalid value for --{key}: {value!r}")
+            if key == "respawn-threshold":
+                o.respawn_threshold_s = number
+            elif key == "respawn-timeout":
+                o.respawn_timeout_s = number
+            else:
+                o.respawn_retry = number
 
     while i < len(args):
+        start = i
         arg = args[i]
         i += 1
         if arg == "--":
@@ -121,8 +154,12 @@ def parse_args(argv):
             name, eq, inline = arg[2:].partition("=")
             if not eq:
                 inline = None
+            if name in _SUPERVISOR_OPTIONS:
+                supervisor_args.add(start)
             if name in _LONG_WITH_ARG:
                 apply(name, take(name, inline))
+                if name in _SUPERVISOR_OPTIONS:
+                    supervisor_args.update(range(start, i))
             elif name in _LONG_OPTIONAL:
                 apply(name, inline)
             elif name in _LONG_FLAGS:
@@ -151,6 +188,7 @@ def parse_args(argv):
             raise UsageError(f"unrecognized argument '{arg}'")
     if i < len(args):
         raise UsageError(f"unrecognized argument '{args[i]}'")
+    o.daemon_args = [a for k, a in enumerate(args) if k not in supervisor_args]
     return o
 
 
@@ -201,6 +239,24 @@ def drop_privileges(user):
     os.initgroups(user, pw.pw_gid)
     os.setgid(pw.pw_gid)
     os.setuid(pw.pw_uid)
+
+
+def supervise(opts):
+    """--supervise: run tincd with the same options (minus the supervisor's) as a child,
+    restart it per the respawn options; the configuration was checked before detaching."""
+    args = list(opts.daemon_args)
+    if opts.detach:
+        # The supervisor detached already; the daemon stays its child and logs where a
+        # detached tincd would (a log file when one was given, syslog otherwise).
+        args.insert(0, "-D")
+        if opts.logfile is False and not opts.syslog:
+            args.insert(1, "--syslog")
+    policy = supervisor.RespawnPolicy(opts.respawn_threshold_s, opts.respawn_timeout_s,
+                                      opts.respawn_retry)
+    logging.getLogger("tincd").info(
+        "Supervising tincd (respawn threshold %g s, timeout %g s, retry %d)",
+        policy.threshold_s, policy.timeout_s, policy.retry)
+    return supervisor.Supervisor(supervisor.daemon_command(args), policy).run()
 
 
 async def _run(daemon, user):
@@ -258,6 +314,8 @@ def main(argv):
     if opts.detach:
         detach()
     setup_logging(opts, paths, level)
+    if opts.supervise:
+        return supervise(opts)
     logging.getLogger("tincd").info("tincd %s (tincapp) starting, debug level %d",
                                     "1.1", level)
     from tincapp.io.daemon import Daemon
