@@ -285,8 +285,10 @@ def test_rekey_with_duplicated_handshake_datagrams_completes():
 
 def test_rekey_with_ack_overtaking_sig_leaves_a_defined_stuck_state():
     """tinc's state machine cannot recover from this by itself: the restart rule
-    (a new REQ_KEY) must. The session must report the errors and stay consistent."""
-    a, b = connected(True)
+    (a new REQ_KEY) must. The session must report the errors and stay consistent.
+    (tinc's behaviour, tolerate_reordering=False; the default recovers: see
+    test_session_rekey_faults.py.)"""
+    a, b = connected(True, tolerate_reordering=False)
     a.force_kex()
     b.receive(out(a)[0])                         # KEX_A' -> B answers with KEX_B'
     a.receive(out(b)[0])                         # KEX_B' -> A sends SIG_A'
@@ -305,7 +307,8 @@ def test_rekey_with_ack_overtaking_sig_leaves_a_defined_stuck_state():
 
 
 def test_data_under_the_new_key_that_overtakes_the_ack_fails_then_recovers():
-    a, b = connected(True)
+    """tinc's behaviour (tolerate_reordering=False); the default accepts the early record."""
+    a, b = connected(True, tolerate_reordering=False)
     a.force_kex()
     b.receive(out(a)[0])
     a.receive(out(b)[0])

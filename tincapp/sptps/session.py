@@ -13,6 +13,26 @@ Use:
     events = s.receive(data)           # RecordReceived / HandshakeCompleted
     s.send_record(0, b"hello")         # queues an encrypted record
     for type, data in s.pop_outgoing(): transport.send(data)
+
+Rekeys in datagram mode (DEVIATION, tolerate_reordering=True, the default; nothing on the wire
+changes). tinc's UDP tunnels carry handshake records over the meta mesh and data over UDP, so
+records of a rekey overtake each other. tinc fails each such record; this session instead:
+  * keeps the previous receive key after the switch and tries it for a datagram that fails
+    under the current key, if its seqno lies before the switch (records the peer sealed before
+    its ACK). Records under either key share one replay window (datagram sequence numbers
+    continue across rekeys), so none is delivered twice. The previous key is dropped once the
+    window has moved `span` numbers past the switch (no record under it could pass the replay
+    check any more; span = the window size in numbers, 1024 without a window), or at the next
+    switch. A count- or first-new-record-based bound would either drop it while late records
+    can still be accepted or keep it longer than useful; the window bound is exact.
+  * in AWAIT_ACK, tries the derived-but-not-installed new key: the peer seals with it only after
+    sending its ACK, so an authentic record under it is proof of that ACK. The session completes
+    the rekey there (HandshakeCompleted) and swallows the real ACK once it arrives late.
+  * holds one handshake record that arrives one step early (the peer's SIG before its KEX, its
+    ACK before its SIG: each pair is sent back to back) and processes it right after the
+    record it overtook. Only authentic records reach this (a rekey runs under the old key).
+What still ends stuck: a lost handshake record (no retransmission in SPTPS). `handshake_pending`
+and `state` show it; the owner's watchdog (tincapp.datapath.restart) restarts the session.
 """
 import enum
 from dataclasses import dataclass
@@ -39,6 +59,9 @@ REKEY_AFTER_RECORDS = 1 << 31
 # The last records of a key's budget are kept for handshake records, so that a rekey can still
 # finish (KEX, SIG and ACK go out under the old key) when data used up the rest.
 HANDSHAKE_RESERVE = 16
+# How many sequence numbers past a key switch the previous key is kept when the replay window
+# is disabled (size 0); with a window, its size in numbers.
+PREVIOUS_KEY_SPAN_NO_WINDOW = 1024
 
 
 class State(enum.Enum):
@@ -71,7 +94,7 @@ class SptpsSession:
     def __init__(self, *, initiator, datagram, label, my_key, peer_public, rng,
                  replay_window=DEFAULT_REPLAY_WINDOW,
                  max_records_per_key=MAX_RECORDS_PER_KEY,
-                 rekey_after_records=REKEY_AFTER_RECORDS):
+                 rekey_after_records=REKEY_AFTER_RECORDS, tolerate_reordering=True):
         if len(peer_public) != 32:
             raise ValueError("peer public key must be 32 bytes")
         if not 0 < rekey_after_records < max_records_per_key - HANDSHAKE_RESERVE:
@@ -85,6 +108,7 @@ class SptpsSession:
         self._rng = rng
         self._max_records_per_key = max_records_per_key
         self._rekey_after_records = rekey_after_records
+        self.tolerate_reordering = bool(tolerate_reordering) and self.datagram
 
         self.state = State.NEW
         self.out_encrypted = False     # tinc: outstate
@@ -105,6 +129,21 @@ class SptpsSession:
         self.replay = _replay.ReplayWindow(replay_window) if self.datagram else None
         self._outgoing = []
 
+        # Datagram rekeys (see the module docstring): the receive key before the last switch,
+        # the first sequence number after it, and whether the peer's ACK is still to come
+        # (we switched on an authentic record under the new key instead).
+        self._prev_in_key = None
+        self._prev_boundary = 0
+        self._prev_span = 0
+        if self.datagram:
+            self._prev_span = replay_window * 8 if replay_window else PREVIOUS_KEY_SPAN_NO_WINDOW
+        self._ack_outstanding = False
+        self._rx_seqno = 0             # seqno of the handshake record being processed
+        self._held = None              # one handshake body that arrived a step early
+        self.previous_key_records = 0  # records accepted under the previous key
+        self.early_records = 0         # records accepted under the new key before the ACK
+        self.held_records = 0          # handshake records held because they came early
+
     # --- properties ------------------------------------------------------------------
 
     @property
@@ -116,6 +155,17 @@ class SptpsSession:
     def handshake_done(self):
         """True once application records can be sent (the first handshake completed)."""
         return self.out_encrypted
+
+    @property
+    def handshake_pending(self):
+        """True while a handshake (the first one or a rekey) has not completed: the session
+        waits for a KEX, SIG or ACK. A watchdog uses it: SPTPS never retransmits, so a lost
+        handshake record leaves this True until the session is replaced."""
+        return self.state is not State.IDLE
+
+    @property
+    def has_previous_key(self):
+        return self._prev_in_key is not None
 
     def __repr__(self):
         role = "initiator" if self.initiator else "responder"
@@ -234,6 +284,28 @@ class SptpsSession:
 
     def _receive_handshake(self, body):
         """Called for every authentic type-128 record; returns the events it causes."""
+        if self.tolerate_reordering and self.in_encrypted and self._held is None:
+            # DEVIATION: during a datagram rekey the peer sends SIG right after its KEX (when
+            # it answers our KEX) and ACK right after its SIG; each may overtake the other.
+            # tinc fails the early one and ends stuck; we hold it for one step.
+            if (self.state is State.AWAIT_KEX and len(body) == wire.SIG_LEN) or \
+                    (self.state is State.AWAIT_SIG and len(body) == wire.ACK_LEN):
+                self._held = bytes(body)
+                self.held_records += 1
+                return []
+        events = self._handshake_step(body)
+        while self._held is not None and self._held_fits():
+            body, self._held = self._held, None
+            events = events + self._handshake_step(body)
+        return events
+
+    def _held_fits(self):
+        n = len(self._held)
+        return (self.state is State.AWAIT_SIG and n == wire.SIG_LEN) or \
+            (self.state is State.AWAIT_ACK and n == wire.ACK_LEN)
+
+    def _handshake_step(self, body):
+        """One handshake record through the state machine."""
         if self.state is State.IDLE:
             # The peer starts a rekey: answer with our own KEX first.
             # DEVIATION: tinc stays in SECONDARY_KEX if the received KEX then turns out bad,
@@ -251,13 +323,13 @@ class SptpsSession:
                 self.state = State.AWAIT_ACK            # rekey: the peer's ACK switches in-key
                 return []
             self.out_encrypted = True                   # first handshake: both keys at once
-            self._install_in_key()
+            self._install_in_key(None)
             self.state = State.IDLE
             return [HandshakeCompleted(rekey=False)]
         if self.state is State.AWAIT_ACK:
             if len(body) != wire.ACK_LEN:                # consumes ACK
                 raise HandshakeError("Invalid ACK record length")
-            self._install_in_key()
+            self._install_in_key((self._rx_seqno + 1) & 0xFFFFFFFF)
             self.state = State.IDLE
             return [HandshakeCompleted(rekey=True)]
         raise SptpsError(f"Invalid session state {self.state.value}")
@@ -302,10 +374,109 @@ class SptpsSession:
         self._out_key = self._new_keys[0]
         self._out_key_records = 0
 
-    def _install_in_key(self):
+    def _install_in_key(self, boundary):
+        """Switch the receive key. `boundary` (datagram rekeys): the first sequence number the
+        peer may have sealed with the new key (the ACK's plus one, or that of the first record
+        found under the new key); everything before it was sealed with the old key."""
+        if self.tolerate_reordering and self.in_encrypted and boundary is not None:
+            self._prev_in_key = self._in_key
+            self._prev_boundary = boundary
+        else:
+            self._prev_in_key = None
+        self._ack_outstanding = False
+        self._held = None
         self._in_key = self._new_keys[1]
         self._new_keys = None
         self.in_encrypted = True
+
+    # --- datagram rekeys: other keys for records that fail the current one -------------------
+
+    def _other_keys(self, tried, seqno):
+        """(key, is_new) pairs to try for an authentic-looking datagram `seqno` that failed
+        under `tried`, best guess first."""
+        keys = []
+        if self._in_key is not tried:
+            keys.append((self._in_key, False))      # switched during this burst
+        prev = self._prev_in_key
+        if prev is not None and prev is not tried and \
+                0 < ((self._prev_boundary - seqno) & 0xFFFFFFFF) <= self._prev_span:
+            keys.append((prev, False))
+        if self.state is State.AWAIT_ACK and self._new_keys is not None:
+            keys.append((self._new_keys[1], True))
+        return keys
+
+    def _switch_early(self, seqno):
+        """Called when a record under the new key arrives before the peer's ACK. The peer
+        seals with the new key only after sending that ACK, so the record proves it."""
+        self._install_in_key(seqno)
+        self.state = State.IDLE
+        self._ack_outstanding = True
+        self.early_records += 1
+        return HandshakeCompleted(rekey=True)
+
+    def _maybe_forget_previous_key(self):
+        # No record under the previous key can pass the replay check once the window has
+        # moved span numbers past the switch; the late ACK we switched without still can.
+        if ((self.replay.inseqno - self._prev_boundary) & 0xFFFFFFFF) >= self._prev_span \
+                and not self._ack_outstanding:
+            self._prev_in_key = None
+
+    def _receive_under_other_key(self, datagram):
+        """Called when a datagram failed to authenticate under the current receive key."""
+        seqno = int.from_bytes(datagram[:4], "big")
+        for key, is_new in self._other_keys(self._in_key, seqno):
+            try:
+                seqno, type, body = _record.open_datagram(key, datagram)
+            except DecryptError:
+                continue
+            if is_new:
+                verdict = self.replay.check(seqno, False)
+                if verdict != SLOT_OK:
+                    raise ReplayError(self._replay_message(seqno, verdict))
+                events = [self._switch_early(seqno)]
+                self.replay.check(seqno, True)
+                self._rx_seqno = seqno
+                return events + self._dispatch(type, body)
+            if type == wire.HANDSHAKE and len(body) == wire.ACK_LEN and self._ack_outstanding:
+                # The ACK we already switched without. It may be older than the window, so the
+                # verdict does not matter; the check marks it received for its duplicates.
+                self._ack_outstanding = False
+                self.replay.check(seqno, True)
+                self._maybe_forget_previous_key()
+                return []
+            verdict = self.replay.check(seqno, True)
+            if verdict != SLOT_OK:
+                raise ReplayError(self._replay_message(seqno, verdict))
+            if type > wire.APPLICATION_TYPE_MAX:
+                raise SptpsError(f"Stale record of type {type} under the previous key")
+            self.previous_key_records += 1
+            return [RecordReceived(type, body)]
+        raise DecryptError("failed to decrypt and verify packet")
+
+    def _open_under_other_keys(self, tried, src, dst, start, stop, offset, events):
+        """Called after a burst slice [start, stop) was opened under `tried`: give each slot
+        that failed authentication a chance under the other keys. Handshake records found
+        this way are refused (they travel by the meta mesh, not in UDP bursts). Returns the
+        slots opened under the previous key."""
+        from tincapp.datapath.batch import SLOT_BAD_TAG, SLOT_BAD_TYPE
+        previous = []
+        for k in range(start, stop):
+            if dst.status[k] != SLOT_BAD_TAG:
+                continue
+            for key, is_new in self._other_keys(tried, dst.seqnos[k]):
+                dst.status[k] = SLOT_OK          # open_batch skips slots not OK (src may be dst)
+                _record.open_batch(key, src, dst, k, offset, k + 1)
+                if dst.status[k] != SLOT_OK:
+                    dst.status[k] = SLOT_BAD_TAG
+                    continue
+                if dst.types[k] > wire.APPLICATION_TYPE_MAX:
+                    dst.status[k] = SLOT_BAD_TYPE
+                elif is_new:
+                    events.append(self._switch_early(dst.seqnos[k]))
+                elif key is self._prev_in_key:
+                    previous.append(k)
+                break
+        return previous
 
     # --- receiving -------------------------------------------------------------------
 
@@ -387,14 +558,25 @@ class SptpsSession:
             self.replay.inseqno = (seqno + 1) & 0xFFFFFFFF
             if datagram[4] != wire.HANDSHAKE:
                 raise SptpsError("Application record received before handshake finished")
+            self._rx_seqno = seqno
             return self._receive_handshake(bytes(datagram[5:]))
         if n < wire.DATAGRAM_OVERHEAD:
             raise WireError("Received short packet")
         # Authenticate first: forged datagrams never touch the replay window.
-        seqno, type, body = _record.open_datagram(self._in_key, datagram)
+        try:
+            seqno, type, body = _record.open_datagram(self._in_key, datagram)
+        except DecryptError:
+            if self.tolerate_reordering and (self._prev_in_key is not None
+                                             or self.state is State.AWAIT_ACK):
+                return self._receive_under_other_key(datagram)
+            raise
         verdict = self.replay.check(seqno, True)
         if verdict != SLOT_OK:
             raise ReplayError(self._replay_message(seqno, verdict))
+        if self._prev_in_key is not None:
+            self._maybe_forget_previous_key()
+        if type > wire.APPLICATION_TYPE_MAX:
+            self._rx_seqno = seqno
         return self._dispatch(type, body)
 
     def verify_datagram(self, datagram):
@@ -405,7 +587,11 @@ class SptpsSession:
         seqno = int.from_bytes(datagram[:4], "big")
         if self.replay.check(seqno, False) != SLOT_OK:
             return False
-        return _record.verify_datagram(self._in_key, datagram)
+        if _record.verify_datagram(self._in_key, datagram):
+            return True
+        return self.tolerate_reordering and any(
+            _record.verify_datagram(key, datagram) for key, _new in
+            self._other_keys(self._in_key, seqno))
 
     def open_batch(self, src, dst, offset=0, start=0, stop=-1):
         """Open a burst of datagrams (src slots [start, stop), each `offset` bytes into its
@@ -419,9 +605,19 @@ class SptpsSession:
         events = []
         end = src.count if stop < 0 or stop > src.count else stop
         i = max(start, 0)
+        # Retrying under other keys needs the source slots intact (not so when opened in place).
+        retry = self.tolerate_reordering and src is not dst
         while i < end:
-            stop = _record.open_batch(self._in_key, src, dst, i, offset, end)
+            key = self._in_key
+            stop = _record.open_batch(key, src, dst, i, offset, end)
+            previous = ()
+            if retry and (self._prev_in_key is not None or self.state is State.AWAIT_ACK):
+                previous = self._open_under_other_keys(key, src, dst, i, stop, offset, events)
             self.replay.accept_batch(dst, i, stop)
+            for k in previous:
+                self.previous_key_records += dst.status[k] == SLOT_OK
+            if self._prev_in_key is not None:
+                self._maybe_forget_previous_key()
             last = stop - 1
             if dst.status[last] == SLOT_OK and dst.types[last] >= wire.HANDSHAKE:
                 dst.status[last] = SLOT_EMPTY
@@ -429,6 +625,7 @@ class SptpsSession:
                 try:
                     if dst.types[last] != wire.HANDSHAKE:
                         raise SptpsError(f"Invalid record type {dst.types[last]}")
+                    self._rx_seqno = dst.seqnos[last]
                     events.extend(self._receive_handshake(body))
                 except SptpsError as e:
                     events.append(e)
