@@ -227,17 +227,17 @@ def test_a_corrupted_datagram_restarts_the_tunnel_at_most_once_per_10_seconds():
     confirmed_pair(net)
     net.advance(11)
     b = net.planes["b"]
-    restarts = b.tunnel("a").counters.restarts
+    restarts = b.tunnel("a").policy.snapshot().restarts
     garbage = bytes(6) + node_id("a") + bytes(60)
     b.receive_udp(garbage, net.addr["a"], net.now)
-    assert b.tunnel("a").counters.restarts == restarts + 1
+    assert b.tunnel("a").policy.snapshot().restarts == restarts + 1
     net.pump()
     assert b.tunnel("a").validkey
     b.receive_udp(garbage, net.addr["a"], net.now)
-    assert b.tunnel("a").counters.restarts == restarts + 1       # within 10 s: no restart
+    assert b.tunnel("a").policy.snapshot().restarts == restarts + 1       # within 10 s: no restart
     net.advance(11)
     b.receive_udp(garbage, net.addr["a"], net.now)
-    assert b.tunnel("a").counters.restarts == restarts + 2
+    assert b.tunnel("a").policy.snapshot().restarts == restarts + 2
 
 
 def test_a_peer_that_restarted_unnoticed_gets_a_new_tunnel():
@@ -266,9 +266,9 @@ def test_probe_records_over_tcp_are_refused():
     a, b = net.planes["a"], net.planes["b"]
     probe = bytes(14) + b"p" * 10
     datagram = a.tunnel("b").session.seal_record(PKT_PROBE, probe)
-    before = b.tunnel("a").counters.decode_errors
+    before = b.tunnel("a").policy.snapshot().decode_errors
     b.receive_tcp_sptps_packet(bytes(node_id("b")) + node_id("a") + datagram, net.now)
-    assert b.tunnel("a").counters.decode_errors == before + 1
+    assert b.tunnel("a").policy.snapshot().decode_errors == before + 1
 
 
 def test_mtu_info_and_udp_info_are_regenerated_at_each_hop():
@@ -305,3 +305,49 @@ def test_old_peers_without_node_ids_get_bare_datagrams(minor):
             if isinstance(x, SendUdp) and x.payload_len == len(frame) - ETH_HLEN]
     assert len(data) == 1
     assert len(data[0].data) == len(frame) - ETH_HLEN + 21      # no node-ID prefix
+
+
+def test_forged_datagrams_into_a_healthy_tunnel_never_restart_it():
+    net = Net(["a", "b"], [("a", "b")])
+    confirmed_pair(net)
+    a, b = net.planes["a"], net.planes["b"]
+    before = b.tunnel("a").policy.snapshot()
+    rng = random.Random(7)
+    frame = ipv4_frame(b"v" * 300)
+    for step in range(600):                      # a minute in 0.1 s steps
+        net.advance(0.1)
+        a.send_frame("b", frame, net.now)        # the peer's real traffic
+        net.pump()
+        for _ in range(20):                      # 200 forgeries per second
+            forged = bytes(6) + node_id("a") + rng.randbytes(rng.choice((30, 120, 600)))
+            b.receive_udp(forged, net.addr["a"], net.now)
+        net.pump()
+    after = b.tunnel("a").policy.snapshot()
+    assert after.restarts == before.restarts
+    assert after.decode_errors >= before.decode_errors + 600 * 20
+    assert after.suppressed > 0
+    assert len(frames_from(net, "b", "a")) >= 600
+
+
+def test_a_stuck_tunnel_recovers_within_12_seconds_of_the_fault():
+    net = Net(["a", "b"], [("a", "b")])
+    confirmed_pair(net)
+    net.advance(3)
+    net.start("b")                               # b lost its state; a does not know
+    a = net.planes["a"]
+    fault_at = net.now
+    frame = ipv4_frame(b"w" * 100)
+    recovered_at = None
+    while net.now < fault_at + 30:
+        net.advance(0.25)
+        net.delivered["b"].clear()
+        a.send_frame("b", frame, net.now)
+        for plane in net.planes.values():
+            deadline = plane.next_deadline()
+            if deadline is not None and deadline <= net.now:
+                plane.handle_deadline(net.now)
+        net.pump()
+        if frames_from(net, "b", "a") == [frame]:
+            recovered_at = net.now
+            break
+    assert recovered_at is not None and recovered_at - fault_at <= 12

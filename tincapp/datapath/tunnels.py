@@ -21,7 +21,9 @@ from typing import Callable, Optional
 
 from tincapp import b64
 from tincapp.datapath import compress
+from tincapp.datapath import restart
 from tincapp.datapath.pmtu import PathMtu, PmtuConfig
+from tincapp.datapath.restart import RestartConfig, RestartPolicy
 from tincapp.errors import Base64Error, SptpsError, TincappError, WireError
 from tincapp.mesh.graph import SockAddr, option_version
 from tincapp.meta.messages import (OPTION_PMTU_DISCOVERY, OPTION_TCPONLY, AnsKey, AnsPubkey, MtuInfo, ReqKeySptpsPacket,
@@ -48,9 +50,6 @@ ZERO_ID = bytes(NODE_ID_LEN)
 ETHERTYPE_IPV4 = b"\x08\x00"
 ETHERTYPE_IPV6 = b"\x86\xdd"
 
-# COMPAT: tinc restarts a tunnel at most once per 10 s (last_req_key + 10 < now), and a
-# handshake that has not finished after 10 s is started over (try_sptps).
-RESTART_INTERVAL_S = 10
 # Minor versions that introduced features (meta-protocol.md 11 and data-path.md 4).
 MINOR_SPTPS = 2
 MINOR_PROBE_REPLY_2 = 3
@@ -126,28 +125,25 @@ class TunnelCounters:
     in_bytes: int = 0
     out_packets: int = 0
     out_bytes: int = 0
-    restarts: int = 0
-    decode_errors: int = 0
 
 
 class Tunnel:
     """The data-plane state of one peer node (tinc's node_t fields about its UDP tunnel)."""
 
-    __slots__ = ("name", "id", "session", "validkey", "waitingforkey", "last_req_key",
-                 "outcompression", "pmtu", "counters", "last_restart_reason",
-                 "udp_info_sent_at", "mtu_info_sent_at", "sent_to_current", "rx_prefix")
+    __slots__ = ("name", "id", "session", "validkey", "waitingforkey", "outcompression",
+                 "pmtu", "policy", "counters", "udp_info_sent_at", "mtu_info_sent_at",
+                 "sent_to_current", "rx_prefix")
 
-    def __init__(self, name: str, pmtu: PathMtu):
+    def __init__(self, name: str, pmtu: PathMtu, policy: RestartPolicy):
         self.name = name
         self.id = node_id(name)
         self.session: Optional[SptpsSession] = None
         self.validkey = False
         self.waitingforkey = False
-        self.last_req_key = 0.0           # 0: a restart is allowed at once
         self.outcompression = 0
         self.pmtu = pmtu
+        self.policy = policy              # when to start the session over, and the record why
         self.counters = TunnelCounters()
-        self.last_restart_reason = None
         self.udp_info_sent_at = None
         self.mtu_info_sent_at = None
         self.sent_to_current = 0          # tinc's global "every third packet" counter, per node
@@ -155,7 +151,12 @@ class Tunnel:
 
 
 class TunnelError(TincappError):
-    """A record a tunnel cannot use (wrong type bits, bad compression, oversized)."""
+    """A record a tunnel cannot use (wrong type bits, bad compression, oversized). `kind` is
+    the restart policy's error kind."""
+
+    def __init__(self, message: str, kind: str = restart.KIND_BAD_TYPE):
+        super().__init__(message)
+        self.kind = kind
 
 
 class DataPlane:
@@ -168,7 +169,8 @@ class DataPlane:
                  my_options: int, compression: int = 0, mode: str = "router",
                  forwarding: str = "internal", replay_window: int = DEFAULT_REPLAY_WINDOW,
                  pmtu_config=None, udp_info_interval_s: float = 5,
-                 mtu_info_interval_s: float = 5, log=None):
+                 mtu_info_interval_s: float = 5, restart_config: RestartConfig = RestartConfig(),
+                 log=None):
         self.myself = myself
         self.graph = graph
         self._has_connection = has_connection
@@ -181,6 +183,7 @@ class DataPlane:
         self.forwarding = forwarding
         self.replay_window = replay_window
         self._pmtu_config = pmtu_config or PmtuConfig()
+        self._restart_config = restart_config
         self.udp_info_interval_s = udp_info_interval_s
         self.mtu_info_interval_s = mtu_info_interval_s
         self._log = log or (lambda level, text: None)
@@ -202,7 +205,9 @@ class DataPlane:
     def tunnel(self, name: str) -> Tunnel:
         t = self.tunnels.get(name)
         if t is None:
-            t = self.tunnels[name] = Tunnel(name, PathMtu(self._pmtu_config, self._rng))
+            t = self.tunnels[name] = Tunnel(
+                name, PathMtu(self._pmtu_config, self._rng),
+                RestartPolicy(name, self.myself, self._rng, self._restart_config))
             self._by_id[t.id] = name
         return t
 
@@ -229,13 +234,13 @@ class DataPlane:
 
     def reachability_changed(self, name: str, now: float) -> None:
         """Called for the graph's TunnelReset: the node became reachable or unreachable.
-        COMPAT: graph.c resets the key state, last_req_key, UDP confirmation and MTU."""
+        COMPAT: graph.c resets the key state, last_req_key (the policy's timing), UDP
+        confirmation and MTU."""
         t = self.tunnel(name)
-        if t.session is not None:
-            t.session = None
+        t.session = None
         t.validkey = False
         t.waitingforkey = False
-        t.last_req_key = 0.0
+        t.policy.reachability_changed(now)
         t.pmtu.reset()
         if self.configured_pmtu is not None:
             limit = self.configured_pmtu(name)
@@ -256,7 +261,7 @@ class DataPlane:
             self._log(0, f"Could not read public key of {name}: {e}")
             return None
 
-    def send_req_key(self, name: str, now: float, reason: str = "") -> None:
+    def send_req_key(self, name: str, now: float) -> None:
         """Start a new session with `name` as initiator (tinc send_req_key)."""
         t = self.tunnel(name)
         public = self._public_key(name)
@@ -264,12 +269,9 @@ class DataPlane:
             self._log(3, f"No Ed25519 key known for {name}")
             self._toward(name, ReqPubkey(self.myself, name))
             return
-        if reason:
-            t.counters.restarts += 1
-            t.last_restart_reason = reason
         t.validkey = False
         t.waitingforkey = True
-        t.last_req_key = now
+        t.policy.started(now)
         t.session = SptpsSession(initiator=True, datagram=True,
                                  label=tunnel_label(self.myself, name), my_key=self._my_key,
                                  peer_public=public, rng=self._rng,
@@ -282,30 +284,32 @@ class DataPlane:
         self._send_records(t, out[1:], now)
 
     def try_sptps(self, name: str, now: float) -> None:
-        """Make sure a tunnel to `name` is valid or on its way (tinc try_sptps)."""
+        """Make sure a tunnel to `name` is valid or on its way (tinc try_sptps). The policy
+        starts over a handshake that is overdue (tinc: no key after 10 seconds)."""
         t = self.tunnel(name)
+        self._apply(t, t.policy.wanted(now), now)
         if t.validkey:
             return
         self._log(5, f"No valid key known yet for {name}")
         if not t.waitingforkey:
             self.send_req_key(name, now)
-        elif t.last_req_key + RESTART_INTERVAL_S < now:
-            self._log(0, f"No key from {name} after 10 seconds, restarting SPTPS")
+
+    def _apply(self, t: Tunnel, decision, now: float) -> None:
+        """Carry out a restart policy decision."""
+        if decision.log is not None:
+            self._log(*decision.log)
+        if decision.restart:
             t.session = None
             t.waitingforkey = False
-            self.send_req_key(name, now, "handshake timeout")
+            self.send_req_key(t.name, now)
 
-    def receive_failed(self, t: Tunnel, what: str, now: float, error) -> None:
-        """Called when data from `t`'s peer could not be used. COMPAT: tinc restarts the
-        tunnel at most once per 10 seconds (meta-protocol.md 7). TODO(#5): the restart policy
-        object replaces this rule."""
-        t.counters.decode_errors += 1
-        self._log(5, f"Bad {what} from {t.name}: {error}")
-        if t.last_req_key + RESTART_INTERVAL_S < now:
-            # COMPAT: tinc's wording, which log scrapers look for.
-            self._log(3, f"Failed to decode {what} from {t.name} ({self._hostname(t.name)}), "
-                      "restarting SPTPS")
-            self.send_req_key(t.name, now, f"{what}: {error}")
+    def receive_failed(self, t: Tunnel, path: str, kind: str, now: float, detail,
+                       count: int = 1) -> None:
+        """Called when data from `t`'s peer on `path` could not be used; the policy decides
+        whether the tunnel starts over (tinc: at most once per 10 s, meta-protocol.md 7)."""
+        self._log(5, f"Bad record ({kind}) from {t.name} via {path}: {detail}")
+        self._apply(t, t.policy.receive_failed(now, kind, path, str(detail),
+                                               self._hostname(t.name), count), now)
 
     # --- requests for the data plane ---------------------------------------------------------
 
@@ -360,7 +364,7 @@ class DataPlane:
             if not datagram:
                 self._log(0, f"Got bad SPTPS_PACKET from {frm}: invalid SPTPS data")
                 return
-            if self._receive_datagram(t, datagram, "TCP packet", now, via_tcp=True):
+            if self._receive_datagram(t, datagram, restart.PATH_REQ_KEY_21, now, via_tcp=True):
                 self.send_mtu_info(self.myself, frm, MTU, now)
         else:
             self._log(0, f"Unknown extended REQ_KEY request from {frm}: {msg.request.name}")
@@ -378,12 +382,16 @@ class DataPlane:
         if not kex:
             self._log(0, f"Got bad REQ_SPTPS_START from {t.name}: invalid SPTPS data")
             return
+        decision = t.policy.peer_started(now)
+        if decision.log is not None:
+            self._log(*decision.log)
+        if not decision.follow:
+            return
         if t.validkey:
             self._log(3, f"Got REQ_KEY from {t.name} while we already have a valid key")
         self._log(3, f"Got REQ_SPTPS_START from {t.name}")
         t.validkey = False
         t.waitingforkey = True
-        t.last_req_key = now
         t.session = SptpsSession(initiator=False, datagram=True,
                                  label=tunnel_label(t.name, self.myself),
                                  my_key=self._my_key, peer_public=public, rng=self._rng,
@@ -396,7 +404,7 @@ class DataPlane:
             # COMPAT: a bad first record is ignored here (no restart).
             self._log(3, f"Bad REQ_SPTPS_START from {t.name}: {e}")
             return
-        self._session_events(t, events, now, via_tcp=True)
+        self._session_events(t, events, now, via_tcp=True, path=restart.PATH_ANS_KEY)
         self.send_mtu_info(self.myself, t.name, MTU, now)
 
     def _receive_ans_key(self, msg: AnsKey, now):
@@ -411,9 +419,10 @@ class DataPlane:
         except Base64Error:
             datagram = b""
         if not datagram:
-            self.receive_failed(t, "handshake TCP packet", now, "invalid key data")
+            self.receive_failed(t, restart.PATH_ANS_KEY, restart.KIND_BAD_DATA, now,
+                                "invalid key data")
             return
-        if not self._receive_datagram(t, datagram, "handshake TCP packet", now, via_tcp=True):
+        if not self._receive_datagram(t, datagram, restart.PATH_ANS_KEY, now, via_tcp=True):
             return
         if t.validkey and msg.address is not None and msg.port is not None:
             from tincapp.mesh.node import address_from_text
@@ -559,35 +568,42 @@ class DataPlane:
 
     # --- receiving records -------------------------------------------------------------------
 
-    def _receive_datagram(self, t: Tunnel, datagram, what: str, now: float, *,
+    def _receive_datagram(self, t: Tunnel, datagram, path: str, now: float, *,
                           via_tcp: bool) -> bool:
-        """Feed one datagram of `t`'s session; False (after the restart rule) if it failed."""
+        """Feed one datagram of `t`'s session; False (after telling the policy) if it failed."""
         if t.session is None:
-            self.receive_failed(t, what, now, "no session")
+            self.receive_failed(t, path, restart.KIND_NO_SESSION, now, "no session")
             return False
         try:
             events = t.session.receive_datagram(datagram)
         except (SptpsError, WireError) as e:
-            self.receive_failed(t, what, now, e)
+            self.receive_failed(t, path, restart.classify(e), now, e)
             return False
+        t.policy.record_accepted(now)
         self._send_records(t, t.session.pop_outgoing(), now)
-        return self._session_events(t, events, now, via_tcp=via_tcp, what=what)
+        return self._session_events(t, events, now, via_tcp=via_tcp, path=path)
 
-    def _session_events(self, t: Tunnel, events, now, *, via_tcp, what="packet") -> bool:
+    def _session_events(self, t: Tunnel, events, now, *, via_tcp, path) -> bool:
         ok = True
         for ev in events:
             if isinstance(ev, RecordReceived):
                 try:
                     self._receive_record(t, ev.type, ev.data, now, via_tcp)
                 except TunnelError as e:
-                    self.receive_failed(t, what, now, e)
+                    self.receive_failed(t, path, e.kind, now, e)
                     ok = False
             elif isinstance(ev, HandshakeCompleted):
                 if not t.validkey:
                     self._log(3, f"SPTPS key exchange with {t.name} successful")
                 t.validkey = True
                 t.waitingforkey = False
+                t.policy.handshake_completed(now)
+            elif isinstance(ev, SptpsError):
+                self.receive_failed(t, path, restart.classify(ev), now, ev)
+                ok = False
         if t.session is not None:
+            if t.validkey and t.session.handshake_pending:
+                t.policy.rekey_started(now)        # the peer began a rekey
             self._send_records(t, t.session.pop_outgoing(), now)
         return ok
 
@@ -595,7 +611,7 @@ class DataPlane:
         """A data record from the tunnel (data-path.md 2.3)."""
         if len(data) > MTU:
             raise TunnelError(f"Packet from {t.name} larger than maximum supported size "
-                              f"({len(data)} > {MTU})")
+                              f"({len(data)} > {MTU})", restart.KIND_TOO_BIG)
         if type == PKT_PROBE:
             if via_tcp:
                 raise TunnelError(f"Got SPTPS PROBE packet from {t.name} via TCP")
@@ -610,7 +626,8 @@ class DataPlane:
             try:
                 data = compress.decompress(self.compression, data, MAXSIZE)
             except compress.CompressionError as e:
-                raise TunnelError(f"Error while decompressing packet from {t.name}: {e}")
+                raise TunnelError(f"Error while decompressing packet from {t.name}: {e}",
+                                  restart.KIND_DECOMPRESS)
         if type & PKT_MAC:
             frame = bytes(data)
         else:
@@ -655,21 +672,17 @@ class DataPlane:
         self._send_records(t, t.session.pop_outgoing(), now)
         self.try_tx(t.name, True, now)
 
-    def received_burst(self, t: Tunnel, events, failures: int, packets: int,
+    def received_burst(self, t: Tunnel, events, failures: dict, packets: int,
                        frame_bytes: int, longest_frame: int, now: float) -> None:
-        """Called after the shell opened a burst from `t`'s confirmed address itself: session
-        events, failed records (the restart rule, once per burst) and counters."""
-        ok = True
-        for ev in events:
-            if isinstance(ev, SptpsError):
-                self.receive_failed(t, "raw TCP packet", now, ev)
-                ok = False
-        self._session_events(t, [ev for ev in events if not isinstance(ev, SptpsError)],
-                             now, via_tcp=False)
-        if failures and ok:
-            t.counters.decode_errors += failures - 1
-            self.receive_failed(t, "raw TCP packet", now,
-                                f"{failures} datagrams failed to decrypt or were replayed")
+        """Called after the shell opened a run of datagrams from `t`'s confirmed address
+        itself: session events, failed records by kind (told to the policy once per kind)
+        and counters. `packets` counts the records the shell wrote to the device."""
+        if packets or events:
+            t.policy.record_accepted(now)
+        self._session_events(t, events, now, via_tcp=False, path=restart.PATH_UDP)
+        for kind, count in failures.items():
+            self.receive_failed(t, restart.PATH_UDP, kind, now,
+                                f"{count} datagrams in a burst", count)
         t.counters.in_packets += packets
         t.counters.in_bytes += frame_bytes
         if packets:
@@ -677,10 +690,11 @@ class DataPlane:
 
     def receive_opened_record(self, t: Tunnel, type: int, data: bytes, now: float) -> None:
         """A record the shell opened from a UDP burst that its fast path does not handle."""
+        t.policy.record_accepted(now)
         try:
             self._receive_record(t, type, data, now, via_tcp=False)
         except TunnelError as e:
-            self.receive_failed(t, "raw TCP packet", now, e)
+            self.receive_failed(t, restart.PATH_UDP, e.kind, now, e)
 
     # --- probes (data-path.md 8) -------------------------------------------------------------
 
@@ -748,15 +762,20 @@ class DataPlane:
 
     def next_deadline(self) -> Optional[float]:
         deadlines = [d for t in self.tunnels.values()
-                     if (d := t.pmtu.next_deadline()) is not None]
+                     for d in (t.pmtu.next_deadline(), t.policy.next_deadline())
+                     if d is not None]
         return min(deadlines) if deadlines else None
 
     def handle_deadline(self, now: float) -> None:
-        """Called when next_deadline() has passed: UDP confirmations time out."""
-        for t in self.tunnels.values():
+        """Called when next_deadline() has passed: UDP confirmations time out, pending
+        errors and overdue handshakes restart tunnels."""
+        for t in list(self.tunnels.values()):
             d = t.pmtu.next_deadline()
             if d is not None and now >= d:
                 t.pmtu.handle_deadline(now)
+            d = t.policy.next_deadline()
+            if d is not None and now >= d:
+                self._apply(t, t.policy.handle_deadline(now), now)
 
     def rekey_all(self, now: float) -> None:
         """KeyExpire: a new key exchange on every valid tunnel (tinc keyexpire_handler forces
@@ -768,6 +787,7 @@ class DataPlane:
                     t.session.force_kex()
                 except SptpsError:
                     continue              # a rekey is already running
+                t.policy.rekey_started(now)
                 self._send_records(t, t.session.pop_outgoing(), now)
 
     def udp_send_too_big(self, relay: str, payload_len: int, now: float) -> None:
@@ -857,9 +877,9 @@ class DataPlane:
         ft = self.tunnel(frm.name)
         if ft.session is None:
             if not ft.waitingforkey:
-                self.send_req_key(frm.name, now, "UDP packet without a session")
+                self.send_req_key(frm.name, now)
             return
-        if not self._receive_datagram(ft, datagram, "raw TCP packet", now, via_tcp=False):
+        if not self._receive_datagram(ft, datagram, restart.PATH_UDP, now, via_tcp=False):
             return
         if direct and n.address != address:
             self._log(3, f"Received UDP packet from {n.name} on a new address "
@@ -888,7 +908,7 @@ class DataPlane:
             # DEVIATION: tinc cannot verify without a session and drops the datagram as from
             # an "unknown source", so a peer that restarted unnoticed keeps sending into the
             # void until a key request crosses. We take the claim, which leads to a key
-            # request (at most one per RESTART_INTERVAL_S: waitingforkey and last_req_key).
+            # request (one at a time: none while waitingforkey).
             return n
         return n if t.session.verify_datagram(data[12:]) else None
 
@@ -915,7 +935,7 @@ class DataPlane:
             self.try_tx(to_name, True, now)
             return
         t = self.tunnel(frm_name)
-        if self._receive_datagram(t, datagram, "raw TCP packet", now, via_tcp=True):
+        if self._receive_datagram(t, datagram, restart.PATH_TCP_RAW, now, via_tcp=True):
             self.send_mtu_info(self.myself, frm_name, MTU, now)
 
     def receive_packet(self, from_name: str, frame: bytes, now: float) -> None:

@@ -15,8 +15,9 @@ import socket
 from array import array
 
 from tincapp.accel import batchio, fastpath
-from tincapp.datapath.batch import SLOT_EMPTY, SLOT_OK, SLOT_TOO_BIG, PacketBatch
+from tincapp.datapath.batch import SLOT_OK, SLOT_TOO_BIG, PacketBatch
 from tincapp.datapath.pmtu import PmtuConfig, estimate_initial_maxmtu
+from tincapp.datapath.restart import kind_of_slot
 from tincapp.datapath.route import (AnnounceSubnet, DeliverToDevice, Dropped, Router,
                                     SendToNode, WithdrawSubnet)
 from tincapp.datapath.tunnels import (DATAGRAM_OVERHEAD, ETH_HLEN, ID_PREFIX_LEN, ZERO_ID,
@@ -464,10 +465,11 @@ class DataPlaneShell:
     def _receive_fast(self, t, i, j, now):
         batch, opened = self._udp_in, self._opened
         events = t.session.open_batch(batch, opened, ID_PREFIX_LEN, i, j)
-        failures = 0
+        failures = {}
         for k in range(i, j):
-            if batch.status[k] == SLOT_OK and opened.status[k] not in (SLOT_OK, SLOT_EMPTY):
-                failures += 1
+            kind = kind_of_slot(opened.status[k]) if batch.status[k] == SLOT_OK else None
+            if kind is not None:
+                failures[kind] = failures.get(kind, 0) + 1
         targets = self._targets
         fast, total, longest = fastpath.classify_rx(opened, i, j, self._rx_local, targets)
         self.stats["fast_rx"] += fast
