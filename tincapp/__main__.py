@@ -17,6 +17,8 @@ PROGRAMS = {
     "sptps_speed": "tincapp.tools.sptps_speed",
     "tincd": "tincapp.tools.tincd",
     "tinc": "tincapp.tools.tinc",
+    "image": "tincapp.firmware.cli",
+    "upgrade": "tincapp.firmware.cli",
 }
 
 USAGE = f"""\
