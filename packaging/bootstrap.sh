@@ -62,4 +62,5 @@ if [ "${TINCAPP_SKIP_FREEZE:-0}" != 1 ]; then
         done
     fi
 fi
+if [ "${TINCAPP_SKIP_FREEZE:-0}" != 1 ]; then bash packaging/build-image.sh; fi
 log "built: $(ls dist/tincapp 2>/dev/null || echo 'extensions only')"
