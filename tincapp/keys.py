@@ -4,7 +4,8 @@ Owns the on-disk formats of src/ed25519/ecdsa.c and ecdsagen.c and the key looku
 src/keys.c (spec keys-and-files.md section 2), plus atomic writing of key files. Does not own
 the general configuration parser (tincapp/config/) and does not follow Ed25519PublicKeyFile
 or Ed25519PrivateKeyFile indirections: callers resolve paths. Every error is a KeyFileError
-naming the file (and line, where there is one).
+naming the file (and line, where there is one), except that a key file encrypted at rest
+(config/secrets.py) that cannot be opened raises secrets.SecretsError, also naming the file.
 
 Private key file (96 bytes = expanded private key || public key, 48 bytes per line):
 
@@ -18,6 +19,7 @@ import os
 import stat
 
 from tincapp import b64
+from tincapp.config import secrets
 from tincapp.config.parse import parse_text
 from tincapp.errors import Base64Error, ConfigError, KeyFileError
 from tincapp.sptps.crypto import PrivateKey, public_from_expanded
@@ -228,8 +230,9 @@ def disable_old_keys(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Files
 
-def _read_text(path, what: str):
-    """(text, fstat result) of a key file; bytes map 1:1 to characters (latin-1)."""
+def _read_text(path, what: str, key=None):
+    """(text, fstat result) of a key file, decrypted if it is encrypted (key: a
+    secrets.KeySource, key bytes or None); bytes map 1:1 to characters (latin-1)."""
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
@@ -240,14 +243,16 @@ def _read_text(path, what: str):
         raise KeyFileError(f"{path}: {what} file is a directory") from e
     except OSError as e:
         raise KeyFileError(f"{path}: cannot read {what} file: {e.strerror or e}") from e
+    data = secrets.plaintext(data, os.fspath(path), key)
     # latin-1 keeps every byte as one character: non-ASCII bytes then fail base64 decoding
     # or are skipped with the line, as in tinc, instead of raising UnicodeDecodeError.
     return data.decode("latin-1"), st
 
 
-def read_private_key(path) -> PrivateKey:
-    """Read tinc's ed25519_key.priv (or any file holding an ED25519 PRIVATE KEY block)."""
-    text, st = _read_text(path, "Ed25519 private key")
+def read_private_key(path, key=None) -> PrivateKey:
+    """Read tinc's ed25519_key.priv (or any file holding an ED25519 PRIVATE KEY block),
+    plain or encrypted at rest (key: the configuration key, see config/secrets.py)."""
+    text, st = _read_text(path, "Ed25519 private key", key)
     # COMPAT: tinc warns about (st_mode & ~0100700) and carries on.
     if stat.S_IMODE(st.st_mode) & ~0o700:
         log.warning("insecure file permissions %03o for Ed25519 private key file %s",
@@ -255,9 +260,10 @@ def read_private_key(path) -> PrivateKey:
     return parse_private_pem(text, str(path))
 
 
-def read_public_key(path) -> bytes:
-    """Read a public key from a PEM public key file or a tinc hosts file."""
-    text, _ = _read_text(path, "Ed25519 public key")
+def read_public_key(path, key=None) -> bytes:
+    """Read a public key from a PEM public key file or a tinc hosts file (plain or
+    encrypted at rest)."""
+    text, _ = _read_text(path, "Ed25519 public key", key)
     return public_key_from_host_text(text, str(path))
 
 

@@ -1,5 +1,10 @@
 """The `tinc` command: global options (tincctl.c parse_options), the command table, the
-interactive shell, and exit codes (0 success, 1 failure, as tinc)."""
+interactive shell, and exit codes (0 success, 1 failure, as tinc).
+
+tincapp adds the global option --config-key-file (the key of files encrypted at rest, see
+config/secrets.py; also $TINCAPP_CONFIG_KEY_FILE / $TINCAPP_CONFIG_KEY), loaded only when a
+command meets an encrypted file, and the commands generate-config-key, encrypt-config and
+decrypt-config."""
 import getopt
 import os
 import shlex
@@ -8,6 +13,7 @@ import sys
 from tincapp.cli import invite, join, offline, online
 from tincapp.cli.common import CliError, err, make_ctx
 from tincapp.cli.ctlclient import Client
+from tincapp.config import secrets
 from tincapp.version import __version__
 
 PROT_MAJOR, PROT_MINOR = 17, 7
@@ -21,6 +27,8 @@ Valid options are:
   -n, --net=NETNAME       Connect to net NETNAME.
       --pidfile=FILENAME  Read control cookie from FILENAME.
       --force             Force some commands to work despite warnings.
+      --config-key-file=FILE  Key of encrypted configuration files ('-': read a line
+                          from stdin); else $TINCAPP_CONFIG_KEY_FILE or $TINCAPP_CONFIG_KEY.
       --help              Display this help and exit.
       --version           Output version information and exit.
 
@@ -62,6 +70,9 @@ Valid commands are:
   fsck                       Check the configuration files for problems.
   sign [FILE]                Generate a signed version of a file.
   verify NODE [FILE]         Verify that a file was signed by the given NODE.
+  generate-config-key [FILE] Generate a key for encrypted configuration files.
+  encrypt-config [--all]     Encrypt the private keys (--all: every config file) in place.
+  decrypt-config             Decrypt every encrypted configuration file in place.
 
 Report bugs to tinc@tinc-vpn.org.
 """
@@ -80,10 +91,12 @@ NOT_IMPLEMENTED = ("top", "generate-rsa-keys")
 class Session:
     """One invocation (or one interactive shell): the context and its control connection."""
 
-    def __init__(self, ctx, program):
+    def __init__(self, ctx, program, config_key=None):
         self.ctx = ctx
         self.program = program
         self.client = Client(ctx)
+        # Loaded when first needed, so a command that meets no encrypted file never asks.
+        self.config_key = config_key if config_key is not None else secrets.KeySource()
 
     def try_help(self):
         return CliError(f"Try `{self.program} --help' for more information.")
@@ -92,7 +105,7 @@ class Session:
         """Run one command (argv[0] = command word); returns the exit code."""
         word = argv[0].lower()
         args = argv[1:]
-        ctx, client = self.ctx, self.client
+        ctx, client, key = self.ctx, self.client, self.config_key
         table = {
             "start": lambda: online.cmd_start(ctx, args, client),
             "stop": lambda: online.cmd_stop(ctx, args, client),
@@ -109,25 +122,28 @@ class Session:
             "log": lambda: online.cmd_log(ctx, args, client),
             "pid": lambda: online.cmd_pid(ctx, args, client),
             "info": lambda: online.cmd_info(ctx, args, client),
-            "config": lambda: offline.cmd_config(ctx, argv, Client),
-            "add": lambda: offline.cmd_config(ctx, argv, Client),
-            "del": lambda: offline.cmd_config(ctx, argv, Client),
-            "get": lambda: offline.cmd_config(ctx, argv, Client),
-            "set": lambda: offline.cmd_config(ctx, argv, Client),
+            "config": lambda: offline.cmd_config(ctx, argv, Client, key),
+            "add": lambda: offline.cmd_config(ctx, argv, Client, key),
+            "del": lambda: offline.cmd_config(ctx, argv, Client, key),
+            "get": lambda: offline.cmd_config(ctx, argv, Client, key),
+            "set": lambda: offline.cmd_config(ctx, argv, Client, key),
             "init": lambda: offline.cmd_init(ctx, args),
-            "generate-keys": lambda: offline.cmd_generate_ed25519_keys(ctx, args),
-            "generate-ed25519-keys": lambda: offline.cmd_generate_ed25519_keys(ctx, args),
+            "generate-keys": lambda: offline.cmd_generate_ed25519_keys(ctx, args, key),
+            "generate-ed25519-keys": lambda: offline.cmd_generate_ed25519_keys(ctx, args, key),
             "help": lambda: self.usage(),
             "version": lambda: self.version(args),
-            "export": lambda: offline.cmd_export(ctx, args),
-            "export-all": lambda: offline.cmd_export_all(ctx, args),
+            "export": lambda: offline.cmd_export(ctx, args, key),
+            "export-all": lambda: offline.cmd_export_all(ctx, args, key),
             "import": lambda: offline.cmd_import(ctx, args),
-            "exchange": lambda: offline.cmd_exchange(ctx, args),
-            "exchange-all": lambda: offline.cmd_exchange_all(ctx, args),
+            "exchange": lambda: offline.cmd_exchange(ctx, args, key),
+            "exchange-all": lambda: offline.cmd_exchange_all(ctx, args, key),
             "network": lambda: offline.cmd_network(ctx, args, self.switch_network),
-            "fsck": lambda: offline.cmd_fsck(ctx, args),
-            "sign": lambda: offline.cmd_sign(ctx, args),
-            "verify": lambda: offline.cmd_verify(ctx, args),
+            "fsck": lambda: offline.cmd_fsck(ctx, args, key),
+            "sign": lambda: offline.cmd_sign(ctx, args, key=key),
+            "verify": lambda: offline.cmd_verify(ctx, args, key),
+            "generate-config-key": lambda: offline.cmd_generate_config_key(ctx, args),
+            "encrypt-config": lambda: offline.cmd_encrypt_config(ctx, args, Client, key),
+            "decrypt-config": lambda: offline.cmd_decrypt_config(ctx, args, Client, key),
             "edit": lambda: invite.cmd_edit(ctx, args, client),
             "invite": lambda: invite.cmd_invite(ctx, args, client),
             "join": lambda: join.cmd_join(ctx, args),
@@ -195,13 +211,48 @@ class Session:
         return result
 
 
+_LONG_WITH_ARG = ("config", "net", "pidfile", "config-key-file")
+
+
+def _expand_config_prefix(args):
+    """args with every abbreviation of --config spelled out.
+
+    COMPAT: tinc takes any prefix of --config ("--conf DIR"); tincapp's --config-key-file
+    makes such prefixes ambiguous to getopt, so they are expanded here first (only in the
+    options before the command word, as getopt would see them).
+    """
+    out = list(args)
+    i = 0
+    while i < len(out):
+        arg = out[i]
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            break
+        if arg.startswith("--"):
+            name, eq, _ = arg[2:].partition("=")
+            if name and "config".startswith(name):
+                out[i] = "--config" + arg[2 + len(name):]
+                name = "config"
+            takes = [n for n in _LONG_WITH_ARG if n == name] or \
+                [n for n in _LONG_WITH_ARG if n.startswith(name)]
+            if not eq and len(takes) == 1:
+                i += 1              # the option's argument, whatever it looks like
+        else:
+            for j, ch in enumerate(arg[1:], 1):
+                if ch in "cn":
+                    if j == len(arg) - 1:
+                        i += 1      # "-c DIR": DIR is the next word
+                    break
+        i += 1
+    return out
+
+
 def parse_args(argv):
     """(options dict, index of the command) like getopt_long("+bc:n:"); CliError if bad."""
     program = argv[0] if argv else "tinc"
     try:
-        opts, rest = getopt.getopt(argv[1:], "bc:n:",
+        opts, rest = getopt.getopt(_expand_config_prefix(argv[1:]), "bc:n:",
                                    ["batch", "config=", "net=", "help", "version",
-                                    "pidfile=", "force"])
+                                    "pidfile=", "force", "config-key-file="])
     except getopt.GetoptError as e:
         if e.opt and len(e.opt) == 1 and "requires argument" in e.msg:
             err(f"{program}: option requires an argument -- '{e.opt}'")
@@ -213,7 +264,7 @@ def parse_args(argv):
             err(f"{program}: unrecognized option '--{e.opt}'")
         raise CliError(f"Try `{program} --help' for more information.") from None
     o = {"batch": False, "config": None, "net": None, "help": False, "version": False,
-         "pidfile": None, "force": False}
+         "pidfile": None, "force": False, "config-key-file": None}
     for name, value in opts:
         if name in ("-b", "--batch"):
             o["batch"] = True
@@ -223,6 +274,8 @@ def parse_args(argv):
             o["net"] = value
         elif name == "--pidfile":
             o["pidfile"] = value
+        elif name == "--config-key-file":
+            o["config-key-file"] = value
         else:
             o[name.lstrip("-")] = True
     return o, len(argv) - len(rest)
@@ -240,7 +293,15 @@ def main(argv=None):
         if e.message:
             err(e.message)
         return e.code
-    session = Session(ctx, program)
+    config_key = secrets.KeySource(o["config-key-file"])
+    if config_key.reads_stdin and optind >= len(argv) and not (o["help"] or o["version"]):
+        # The shell reads commands from stdin: take the key's line first, not mid-session.
+        try:
+            config_key.load()
+        except secrets.SecretsError as e:
+            err(str(e))
+            return 1
+    session = Session(ctx, program, config_key)
     if o["version"]:
         sys.stdout.write(VERSION)
         return 0

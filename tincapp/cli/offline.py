@@ -1,8 +1,11 @@
 """CLI commands that only read and write files: init, get/set/add/del, export, export-all,
-import, exchange(-all), generate-(ed25519-)keys, sign, verify, network, fsck.
+import, exchange(-all), generate-(ed25519-)keys, sign, verify, network, fsck, and tincapp's
+generate-config-key, encrypt-config, decrypt-config.
 
 Each copies tincctl.c's behaviour and messages (spec control-and-cli.md 4). Every file is
 replaced atomically (fileio.atomic_write): an error leaves the old file as it was.
+Files encrypted at rest (config/secrets.py) are read with the configuration key (`key`, a
+secrets.KeySource, loaded only when an encrypted file is met) and written back encrypted.
 """
 import os
 import re
@@ -12,10 +15,10 @@ import sys
 import time
 
 from tincapp import b64, keys
-from tincapp.cli.common import (CliError, err, fgets_lines, get_my_name, need_name, out_bytes,
-                                read_stdin_bytes, split_config_line, strerror)
+from tincapp.cli.common import (CliError, err, fgets_lines, get_my_name, out_bytes,
+                                read_stdin_bytes, replace_name, split_config_line, strerror)
 from tincapp.fileio import append_atomic, atomic_write
-from tincapp.config import parse
+from tincapp.config import parse, secrets
 from tincapp.config.variables import TABLE, check_id
 from tincapp.errors import Base64Error, ConfigError, KeyFileError, WireError
 from tincapp.mesh.subnets import parse_subnet
@@ -40,12 +43,65 @@ def _read(path):
         return f.read()
 
 
+def _read_conf(path, key):
+    """(plaintext, encrypted) of a configuration or key file; OSError as open() raises it,
+    CliError for an encrypted file that does not open (no key, wrong key, damaged)."""
+    try:
+        return secrets.read_file(path, key)
+    except secrets.SecretsError as e:
+        raise CliError(str(e)) from None
+
+
+def _write_conf(path, data, encrypted, key, default_mode=0o644):
+    """Replace path atomically, encrypted again if it was; OSError, CliError."""
+    try:
+        secrets.write_file(path, data, encrypted, key, default_mode=default_mode)
+    except secrets.SecretsError as e:
+        raise CliError(str(e)) from None
+
+
+def _append_conf(path, data, key, default_mode):
+    """fileio.append_atomic for a file that may be encrypted (it stays encrypted)."""
+    try:
+        old, encrypted = _read_conf(path, key)
+    except FileNotFoundError:
+        old, encrypted = b"", False
+    if old and not old.endswith(b"\n"):
+        old += b"\n"
+    _write_conf(path, old + data, encrypted, key, default_mode)
+
+
+def _my_name(ctx, key, verbose=True):
+    """get_my_name() that also reads an encrypted tinc.conf."""
+    try:
+        data, encrypted = _read_conf(ctx.tinc_conf, key)
+    except OSError:
+        encrypted = False
+    if not encrypted:
+        return get_my_name(ctx, verbose)
+    for line in fgets_lines(data):
+        var, value = split_config_line(line)
+        if value and var.lower() == "name":
+            return replace_name(value)
+    if verbose:
+        err(f"Could not find Name in {ctx.tinc_conf}.")
+    return None
+
+
+def _need_name(ctx, key):
+    if ctx.name is None:
+        ctx.name = _my_name(ctx, key)
+        if ctx.name is None:
+            raise CliError()
+    return ctx.name
+
+
 # --- keys ------------------------------------------------------------------------------------
 
-def _disable_old_keys_file(path):
+def _disable_old_keys_file(path, key=None):
     """tinc's disable_old_keys(filename): comment out old Ed25519 keys in place."""
     try:
-        old = _read(path)
+        old, encrypted = _read_conf(path, key)
     except OSError:
         return True
     text = old.decode("latin-1")
@@ -53,7 +109,7 @@ def _disable_old_keys_file(path):
     if new == text:
         return True
     try:
-        atomic_write(path, new.encode("latin-1"))
+        _write_conf(path, new.encode("latin-1"), encrypted, key)
     except OSError:
         err("Warning: old key(s) found, remove them by hand!")
         return False
@@ -76,16 +132,17 @@ def _ask_filename(ctx, filename, what, ask):
     return filename
 
 
-def ed25519_keygen(ctx, ask):
+def ed25519_keygen(ctx, ask, key=None):
     """tincctl's ed25519_keygen(): new key appended to ed25519_key.priv, old ones disabled;
     `Ed25519PublicKey = ...` appended to hosts/NAME (or ed25519_key.pub without a name)."""
+    config_key = key
     err("Generating Ed25519 key pair:")
-    key = keys.generate_private_key(os.urandom)
+    new = keys.generate_private_key(os.urandom)
     err("Done.")
     fname = _ask_filename(ctx, f"{ctx.confbase}/ed25519_key.priv", "private Ed25519 key", ask)
-    _disable_old_keys_file(fname)
+    _disable_old_keys_file(fname, config_key)
     try:
-        append_atomic(fname, keys.format_private_pem(key).encode("ascii"), default_mode=0o600)
+        _append_conf(fname, keys.format_private_pem(new).encode("ascii"), config_key, 0o600)
     except OSError as e:
         raise CliError(f"Error opening file `{fname}': {strerror(e)}") from e
     if ctx.name:
@@ -93,19 +150,19 @@ def ed25519_keygen(ctx, ask):
     else:
         pub = f"{ctx.confbase}/ed25519_key.pub"
     pub = _ask_filename(ctx, pub, "public Ed25519 key", ask)
-    _disable_old_keys_file(pub)
+    _disable_old_keys_file(pub, config_key)
     try:
-        append_atomic(pub, keys.hosts_line(key.public).encode("ascii"), default_mode=0o666)
+        _append_conf(pub, keys.hosts_line(new.public).encode("ascii"), config_key, 0o666)
     except OSError as e:
         raise CliError(f"Error opening file `{pub}': {strerror(e)}") from e
-    return key
+    return new
 
 
-def cmd_generate_ed25519_keys(ctx, args):
+def cmd_generate_ed25519_keys(ctx, args, key=None):
     _too_many(args, 0)
     if ctx.name is None:
-        ctx.name = get_my_name(ctx, False)
-    ed25519_keygen(ctx, True)
+        ctx.name = _my_name(ctx, key, False)
+    ed25519_keygen(ctx, True, key)
     return 0
 
 
@@ -245,7 +302,7 @@ def edit_config(data, action, variable, value, warnonremove):
     return (None if action == GET else b"".join(out)), got, found, removed, warnings
 
 
-def cmd_config(ctx, argv, client_factory):
+def cmd_config(ctx, argv, client_factory, key=None):
     """`config [get|set|add|del|replace|change] ...` and its aliases get/set/add/del;
     argv starts with the command word."""
     if len(argv) < 2:
@@ -321,7 +378,7 @@ def cmd_config(ctx, argv, client_factory):
                 raise CliError(f"{variable} is not a host configuration variable! "
                                f"Use --force to use it anyway.")
         if node is None and not var.server:
-            node = get_my_name(ctx, True)
+            node = _my_name(ctx, key, True)
             if node is None:
                 raise CliError()
         if action == ADD and not var.multiple:
@@ -340,7 +397,7 @@ def cmd_config(ctx, argv, client_factory):
                            f"Use --force to use it anyway.")
     filename = ctx.host_file(node) if node is not None else ctx.tinc_conf
     try:
-        data = _read(filename)
+        data, encrypted = _read_conf(filename, key)
     except OSError as e:
         raise CliError(f"Could not open configuration file {filename}: {strerror(e)}") from e
     try:
@@ -359,7 +416,7 @@ def cmd_config(ctx, argv, client_factory):
     if action == DEL and not removed:
         raise CliError("No configuration variables deleted.")
     try:
-        atomic_write(filename, new)
+        _write_conf(filename, new, encrypted, key)
     except OSError as e:
         raise CliError(f"Error writing configuration file {filename}: {strerror(e)}") from e
     # COMPAT: silently ask a running daemon to reload.
@@ -372,10 +429,10 @@ def cmd_config(ctx, argv, client_factory):
 
 # --- export / import -------------------------------------------------------------------------
 
-def _export(ctx, name):
+def _export(ctx, name, key=None):
     filename = ctx.host_file(name)
     try:
-        data = _read(filename)
+        data, _ = _read_conf(filename, key)
     except OSError as e:
         err(f"Could not open configuration file {filename}: {strerror(e)}")
         return None
@@ -391,19 +448,19 @@ def _export(ctx, name):
     return b"".join(out)
 
 
-def cmd_export(ctx, args):
+def cmd_export(ctx, args, key=None):
     _too_many(args, 0)
-    name = get_my_name(ctx, True)
+    name = _my_name(ctx, key, True)
     if name is None:
         return 1
-    data = _export(ctx, name)
+    data = _export(ctx, name, key)
     if data is None:
         return 1
     out_bytes(data)
     return 0
 
 
-def cmd_export_all(ctx, args):
+def cmd_export_all(ctx, args, key=None):
     _too_many(args, 0)
     try:
         listing = os.listdir(ctx.hosts_dir)
@@ -416,7 +473,7 @@ def cmd_export_all(ctx, args):
     for name in sorted(n for n in listing if check_id(n)):
         if chunks:
             chunks.append(b"\n" + SEPARATOR)
-        data = _export(ctx, name)
+        data = _export(ctx, name, key)
         if data is None:
             result = 1
         else:
@@ -481,12 +538,12 @@ def cmd_import(ctx, args):
     return 1
 
 
-def cmd_exchange(ctx, args):
-    return 1 if cmd_export(ctx, args) else cmd_import(ctx, args)
+def cmd_exchange(ctx, args, key=None):
+    return 1 if cmd_export(ctx, args, key) else cmd_import(ctx, args)
 
 
-def cmd_exchange_all(ctx, args):
-    return 1 if cmd_export_all(ctx, args) else cmd_import(ctx, args)
+def cmd_exchange_all(ctx, args, key=None):
+    return 1 if cmd_export_all(ctx, args, key) else cmd_import(ctx, args)
 
 
 # --- sign / verify ---------------------------------------------------------------------------
@@ -495,16 +552,16 @@ def signature_trailer(name, t):
     return f" {name} {t}".encode("latin-1")
 
 
-def cmd_sign(ctx, args, now=None):
+def cmd_sign(ctx, args, now=None, key=None):
     _too_many(args, 1)
-    name = need_name(ctx)
+    name = _need_name(ctx, key)
     fname = f"{ctx.confbase}/ed25519_key.priv"
     try:
-        text = _read(fname).decode("latin-1")
+        text = _read_conf(fname, key)[0].decode("latin-1")
     except OSError as e:
         raise CliError(f"Could not open {fname}: {strerror(e)}") from e
     try:
-        key = keys.parse_private_pem(text, fname)
+        private = keys.parse_private_pem(text, fname)
     except KeyFileError:
         raise CliError(f"Could not read private key from {fname}") from None
     if args:
@@ -515,7 +572,7 @@ def cmd_sign(ctx, args, now=None):
     else:
         data = read_stdin_bytes()
     t = int(time.time() if now is None else now)
-    sig = key.sign(data + signature_trailer(name, t))
+    sig = private.sign(data + signature_trailer(name, t))
     out_bytes(f"Signature = {name} {t} {b64.encode(sig)}\n".encode("latin-1") + data)
     return 0
 
@@ -523,9 +580,9 @@ def cmd_sign(ctx, args, now=None):
 _SIGNATURE = re.compile(rb"Signature\s*=\s*(\S+)\s*([+-]?[0-9]+)\s*(\S+)")
 
 
-def host_public_key(path):
+def host_public_key(path, key=None):
     """tincctl's get_pubkey() then ecdsa_read_pem_public_key(): bytes or None."""
-    data = _read(path)
+    data, _ = _read_conf(path, key)
     for line in fgets_lines(data):
         var, value = split_config_line(line)
         if value and var.lower() == "ed25519publickey":
@@ -539,13 +596,13 @@ def host_public_key(path):
         return None
 
 
-def cmd_verify(ctx, args):
+def cmd_verify(ctx, args, key=None):
     if len(args) < 1:
         raise CliError("Not enough arguments!")
     _too_many(args, 2)
     node = args[0]
     if node == ".":
-        node = need_name(ctx)
+        node = _need_name(ctx, key)
     elif node == "*":
         node = None
     elif not check_id(node):
@@ -575,7 +632,7 @@ def cmd_verify(ctx, args):
     node = signer if node is None else node
     fname = f"{ctx.confbase}/hosts/{node}"
     try:
-        public = host_public_key(fname)
+        public = host_public_key(fname, key)
     except OSError as e:
         raise CliError(f"Could not open {fname}: {strerror(e)}") from e
     if public is None:
@@ -619,8 +676,9 @@ def cmd_network(ctx, args, switch=None):
 class _Fsck:
     """tinc's fsck.c, Ed25519 only (like a tinc built with DISABLE_LEGACY)."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx, key=None):
         self.ctx = ctx
+        self.key = key
 
     def tinc_cmd(self, command):
         ctx = self.ctx
@@ -670,18 +728,22 @@ class _Fsck:
                     err(f"Check the permissions of each component of the path "
                         f"{ctx.tinc_conf}.")
             return None
-        return get_my_name(ctx, True)
+        try:
+            return _my_name(ctx, self.key, True)
+        except CliError as e:
+            err(f"ERROR: {e.message}")
+            return None
 
     def read_config(self, name):
         """Server config + own host file entries; None (message printed) on error."""
         ctx = self.ctx
         try:
-            entries = list(parse.read_server_files(ctx.confbase))
+            entries = list(parse.read_server_files(ctx.confbase, self.key))
         except ConfigError as e:
             err(str(e))
             return None
         try:
-            entries += parse.read_file(ctx.host_file(name))
+            entries += parse.read_file(ctx.host_file(name), self.key)
         except ConfigError as e:
             if not isinstance(e.__cause__, FileNotFoundError):
                 err(str(e))
@@ -715,7 +777,11 @@ class _Fsck:
         try:
             with open(fname, "rb") as f:
                 st = os.fstat(f.fileno())
-                text = f.read().decode("latin-1")
+                data = f.read()
+            text = secrets.plaintext(data, fname, self.key).decode("latin-1")
+        except secrets.SecretsError as e:
+            err(f"ERROR: {e}")
+            return None, None
         except OSError as e:
             err(f"Error reading Ed25519 private key file `{fname}': {strerror(e)}")
             if isinstance(e, FileNotFoundError):
@@ -744,9 +810,12 @@ class _Fsck:
         if not os.path.isabs(fname):
             fname = os.path.join(ctx.confbase, fname)
         try:
-            text = _read(fname).decode("latin-1")
+            text = _read_conf(fname, self.key)[0].decode("latin-1")
         except OSError as e:
             err(f"Error reading Ed25519 public key file `{fname}': {strerror(e)}")
+            return None
+        except CliError as e:
+            err(f"ERROR: {e.message}")
             return None
         try:
             return keys.parse_public_pem(text, fname)
@@ -757,12 +826,16 @@ class _Fsck:
     def fix_public_key(self, host_file, private):
         if not self.ask_fix():
             return True
-        if not _disable_old_keys_file(host_file):
+        if not _disable_old_keys_file(host_file, self.key):
             return False
         try:
-            append_atomic(host_file, keys.format_public_pem(private.public).encode("ascii"))
+            _append_conf(host_file, keys.format_public_pem(private.public).encode("ascii"),
+                         self.key, 0o644)
         except OSError as e:
             err(f"ERROR: could not append to {host_file}: {strerror(e)}")
+            return False
+        except CliError as e:
+            err(f"ERROR: could not append to {host_file}: {e.message}")
             return False
         err(f"Wrote Ed25519 public key to {host_file}.")
         return True
@@ -837,9 +910,9 @@ class _Fsck:
         ctx = self.ctx
         try:
             if nodename is None:
-                entries = parse.read_server_files(ctx.confbase)
+                entries = parse.read_server_files(ctx.confbase, self.key)
             else:
-                entries = parse.read_file(ctx.host_file(nodename))
+                entries = parse.read_file(ctx.host_file(nodename), self.key)
         except ConfigError:
             return
         counts = {}
@@ -873,6 +946,98 @@ class _Fsck:
         return 0 if success else 1
 
 
-def cmd_fsck(ctx, args):
+def cmd_fsck(ctx, args, key=None):
     _too_many(args, 0)
-    return _Fsck(ctx).run()
+    return _Fsck(ctx, key).run()
+
+
+# --- configuration encrypted at rest (tincapp's own commands) ---------------------------------
+
+def cmd_generate_config_key(ctx, args):
+    """generate-config-key [FILE]: a new configuration key, to FILE (created 0600, never
+    overwritten) or to stdout."""
+    _too_many(args, 1)
+    text = secrets.format_key(secrets.generate_key(os.urandom)).encode("ascii")
+    if not args:
+        out_bytes(text)
+        return 0
+    path = args[0]
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise CliError(f"{path} already exists; not overwriting a configuration key") from None
+    except OSError as e:
+        raise CliError(f"Could not create {path}: {strerror(e)}") from e
+    try:
+        try:
+            os.fchmod(fd, 0o600)            # whatever the umask says
+            os.write(fd, text)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        os.unlink(path)
+        raise CliError(f"Could not write {path}: {strerror(e)}") from e
+    err(f"Wrote a new configuration key to {path}. Keep a copy outside {ctx.confbase}: "
+        f"without it, encrypted files cannot be read.")
+    return 0
+
+
+def _convert(ctx, key, client_factory, encrypting, everything):
+    verb = "encrypt" if encrypting else "decrypt"
+    if key is None or not key.configured:
+        raise CliError(f"{verb}-config needs the configuration key: {secrets.HOW_TO_GIVE_A_KEY} "
+                       f"(create one with `tinc generate-config-key FILE`)")
+    # DEVIATION (tincapp): like `tinc init` refusing an existing tinc.conf, refuse to rewrite
+    # files under a running daemon: it rereads them on reload and for new peers, and may
+    # have been started without the key (or with another one).
+    client = client_factory(ctx)
+    if client.connect(False):
+        client.close()
+        if not ctx.force:
+            raise CliError(f"A tincd is running for this network (pid {client.pid}); stop it "
+                           f"first, or use --force if it has the same configuration key.")
+        err("Warning: tincd is running; it needs the same configuration key to reload.")
+
+    if key.file and encrypting:
+        inside = os.path.relpath(os.path.realpath(key.file), os.path.realpath(ctx.confbase))
+        if not inside.startswith(".."):
+            err(f"Warning: the key file {key.file} is inside {ctx.confbase}: whoever can read "
+                f"the directory can read the encrypted files too.")
+
+    def report(change):
+        if change.action == "skip":
+            err(f"Skipped {change.path} ({change.reason}).")
+        else:
+            err(f"{change.action.capitalize()}ed {change.path}.")
+
+    try:
+        key.load()
+        changes = secrets.convert_network(ctx.confbase, key, encrypting, everything, report)
+    except secrets.SecretsError as e:
+        raise CliError(f"{e}\nNothing more was changed; files already converted stay so "
+                       f"(the command can be run again).") from None
+    if not changes:
+        raise CliError(f"No files to {verb} in {ctx.confbase}.")
+    count = sum(c.action != "skip" for c in changes)
+    err(f"{count} file{'s' if count != 1 else ''} {verb}ed, "
+        f"{len(changes) - count} skipped.")
+    return 0
+
+
+def cmd_encrypt_config(ctx, args, client_factory, key=None):
+    """encrypt-config [--all]: encrypt the private keys (with --all also tinc.conf, conf.d,
+    hosts/ and invitations) in place; already encrypted files are checked and skipped."""
+    everything = False
+    for arg in args:
+        if arg in ("--all", "all"):
+            everything = True
+        else:
+            raise CliError(f"Unknown argument {arg!r} (encrypt-config [--all]).")
+    return _convert(ctx, key, client_factory, True, everything)
+
+
+def cmd_decrypt_config(ctx, args, client_factory, key=None):
+    """decrypt-config: decrypt every encrypted file encrypt-config --all would touch."""
+    _too_many(args, 0)
+    return _convert(ctx, key, client_factory, False, True)

@@ -4,7 +4,9 @@ Owns: choosing the network (-c DIR, -n NETNAME, $NETNAME) and tinc's netname rul
 paths (confbase, hosts/, pid file, control socket, log file: src/names.c); Name expansion
 ($VAR, $HOST: src/utils.c replace_name); loading the own configuration (-o options, tinc.conf,
 conf.d/*.conf and hosts/MYNAME merged in tinc's lookup order, src/conf.c) into a DaemonConfig,
-with the own private key; loading any node's host file into a HostConfig.
+with the own private key; loading any node's host file into a HostConfig. Files encrypted at
+rest are read through config/secrets.py with the key source NetworkPaths carries, so a reload
+or a later host file read uses the key the daemon started with.
 
 Reads files, the environment and the host name (each injectable for tests); opens no
 sockets and starts nothing. Results are frozen: a reload builds a new DaemonConfig. Every
@@ -15,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 
 from tincapp import keys
-from tincapp.config import parse
+from tincapp.config import parse, secrets
 from tincapp.config.parse import ConfigTree, Entry
 from tincapp.config.variables import (DEFAULT_PORT, Address, Proxy, Subnet, check_id,
                                       check_variable, lookup_variable, parse_value)
@@ -85,7 +87,8 @@ class NetworkPaths:
     """Where one network's files are, as tinc computes them (src/names.c).
 
     netname is None without a netname. identname is "tinc.NETNAME" or "tinc" (also with
-    -c: tinc names the pid file after the netname, not the directory).
+    -c: tinc names the pid file after the netname, not the directory). config_key is the
+    secrets.KeySource that opens files encrypted at rest (None: no key given).
     """
     netname: str | None
     confbase: str
@@ -94,6 +97,7 @@ class NetworkPaths:
     pidfile: str
     control_socket: str
     logfile: str
+    config_key: secrets.KeySource | None = field(default=None, repr=False, compare=False)
 
     @property
     def tinc_conf(self) -> str:
@@ -141,14 +145,16 @@ def resolve_paths(confbase: str | None = None, netname: str | None = None, *, en
                   confdir: str = DEFAULT_CONFDIR,
                   localstatedir: str = DEFAULT_LOCALSTATEDIR,
                   pidfile: str | None = None, logfile: str | None = None,
-                  daemon: bool = True) -> NetworkPaths:
+                  daemon: bool = True,
+                  config_key: secrets.KeySource | None = None) -> NetworkPaths:
     """tinc's make_names(): confbase from -c DIR (confbase) or -n NETNAME (netname, else
     $NETNAME), and the run-time paths.
 
     daemon=True is tincd's rule: pid file and log under LOCALSTATEDIR unless LOCALSTATEDIR is
     not readable+writable+searchable, then CONFBASE/pid and CONFBASE/log. daemon=False is the
     CLI's rule: CONFBASE/pid when LOCALSTATEDIR/run/IDENT.pid is unreadable and CONFBASE/pid
-    is readable. pidfile/logfile are --pidfile/--logfile overrides.
+    is readable. pidfile/logfile are --pidfile/--logfile overrides. config_key is kept in
+    the result for reading encrypted files.
     """
     netname = resolve_netname(netname, env)
     if confbase is not None:
@@ -182,7 +188,8 @@ def resolve_paths(confbase: str | None = None, netname: str | None = None, *, en
         logfile = f"{localstatedir}/log/{identname}.log"
     return NetworkPaths(netname=netname, confbase=confbase, confdir=confdir,
                         identname=identname, pidfile=pidfile,
-                        control_socket=control_socket_for(pidfile), logfile=logfile)
+                        control_socket=control_socket_for(pidfile), logfile=logfile,
+                        config_key=config_key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,8 +326,7 @@ def _read_host_entries(paths: NetworkPaths, name: str, missing_ok: bool):
     """(entries, exists, text) of hosts/NAME."""
     path = paths.host_file(name)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = secrets.read_bytes(path, paths.config_key)
     except FileNotFoundError as e:
         if missing_ok:
             return (), False, ""
@@ -341,8 +347,7 @@ def _pem_public_key(paths: NetworkPaths, values: _Values, host_file: str, host_t
     if entry is not None:
         path = paths.resolve(values.first("Ed25519PublicKeyFile"))
         try:
-            with open(path, "rb") as f:
-                text = f.read().decode("latin-1")
+            text = secrets.read_bytes(path, paths.config_key).decode("latin-1")
         except OSError as e:
             raise entry.error(f"Ed25519PublicKeyFile: cannot read {path}: "
                               f"{e.strerror or e}") from e
@@ -517,7 +522,7 @@ def _load_private_key(paths: NetworkPaths, values: _Values) -> tuple[PrivateKey,
     path = (paths.resolve(values.first("Ed25519PrivateKeyFile")) if entry is not None
             else paths.default_private_key_file)
     try:
-        return keys.read_private_key(path), path
+        return keys.read_private_key(path, paths.config_key), path
     except KeyFileError as e:
         hint = ""
         if not os.path.exists(path):
@@ -556,7 +561,8 @@ def load_network(paths: NetworkPaths, options=(), *, unknown: str = "error", env
     Port service name into a number.
     """
     opts = _option_entries(options)
-    server_entries = parse.options_for(opts) + parse.read_server_files(paths.confbase)
+    server_entries = (parse.options_for(opts)
+                      + parse.read_server_files(paths.confbase, paths.config_key))
     # COMPAT: Name comes from -o, tinc.conf and conf.d only: hosts/NAME cannot be read
     # before the name is known.
     name_entry = ConfigTree(server_entries).lookup("Name")
@@ -572,7 +578,7 @@ def load_network(paths: NetworkPaths, options=(), *, unknown: str = "error", env
     host_file = paths.host_file(name)
     host_opts = parse.options_for(opts, name)
     try:
-        host_entries = parse.read_file(host_file)
+        host_entries = parse.read_file(host_file, paths.config_key)
     except ConfigError as e:
         # COMPAT: tincd ignores a missing own host file (Port, Subnets... then come from
         # tinc.conf or defaults). Any other problem with it is an error here.

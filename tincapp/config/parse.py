@@ -5,7 +5,8 @@ Entry tuples exactly as tinc reads them, the list of files that make up the serv
 configuration, and the order in which tinc looks entries up (ConfigTree). Does not know what a
 variable means or whether it exists (variables.py) nor where the network directory is
 (netconf.py). Its only I/O is reading files and listing conf.d. Every error is a ConfigError
-naming the file and line.
+naming the file and line. Files encrypted at rest are decrypted through secrets.py when a key
+is given (key: a secrets.KeySource, key bytes or None); plain files read the same either way.
 
 Text model: files are read as bytes and decoded as latin-1, so every byte is one character
 (as in tinc's C strings) and no input can raise UnicodeDecodeError.
@@ -13,6 +14,7 @@ Text model: files are read as bytes and decoded as latin-1, so every byte is one
 import os
 from dataclasses import dataclass
 
+from tincapp.config import secrets
 from tincapp.errors import ConfigError
 
 # COMPAT: tinc reads lines with fgets() into a MAX_STRING_SIZE (2049) buffer: at most 2048
@@ -137,12 +139,12 @@ def parse_bytes(data: bytes, file: str) -> tuple[Entry, ...]:
     return parse_text(bytes(data).decode("latin-1"), file)
 
 
-def read_file(path) -> tuple[Entry, ...]:
-    """The entries of one configuration file; ConfigError if it cannot be read."""
+def read_file(path, key=None) -> tuple[Entry, ...]:
+    """The entries of one configuration file, plain or encrypted; ConfigError if it cannot be
+    read (secrets.SecretsError for an encrypted file that does not open)."""
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = secrets.read_bytes(path, key)
     except FileNotFoundError as e:
         raise ConfigError("cannot open config file: no such file", path) from e
     except IsADirectoryError as e:
@@ -178,11 +180,11 @@ def server_file_names(confbase: str) -> list[str]:
     return names
 
 
-def read_server_files(confbase: str) -> tuple[Entry, ...]:
+def read_server_files(confbase: str, key=None) -> tuple[Entry, ...]:
     """Entries of tinc.conf and conf.d/*.conf (tinc's read_server_config() minus -o)."""
     entries = []
     for name in server_file_names(confbase):
-        entries.extend(read_file(name))
+        entries.extend(read_file(name, key))
     return tuple(entries)
 
 
