@@ -145,7 +145,7 @@ class Session:
             "encrypt-config": lambda: offline.cmd_encrypt_config(ctx, args, Client, key),
             "decrypt-config": lambda: offline.cmd_decrypt_config(ctx, args, Client, key),
             "edit": lambda: invite.cmd_edit(ctx, args, client),
-            "invite": lambda: invite.cmd_invite(ctx, args, client),
+            "invite": lambda: invite.cmd_invite(ctx, args, client, config_key=key),
             "join": lambda: join.cmd_join(ctx, args),
         }
         if word in NOT_IMPLEMENTED:

@@ -10,6 +10,7 @@ import time
 
 from tincapp import b64, keys
 from tincapp.cli.common import CliError, err, fgets_lines, get_my_name, strerror
+from tincapp.config import secrets
 from tincapp.config.netconf import check_netname
 from tincapp.config.variables import check_id
 from tincapp.fileio import atomic_write
@@ -177,7 +178,7 @@ def _host_config_replacing_port(path, port):
     return b"".join(out)
 
 
-def cmd_invite(ctx, args, client, now=None, rng=os.urandom):
+def cmd_invite(ctx, args, client, now=None, rng=os.urandom, config_key=None):
     if len(args) < 1:
         raise CliError("Not enough arguments!")
     if len(args) > 1:
@@ -233,8 +234,9 @@ def cmd_invite(ctx, args, client, now=None, rng=os.urandom):
         except FileNotFoundError:
             pass
     try:
-        with open(keyfile, "rb") as f:
-            text = f.read().decode("latin-1")
+        text = secrets.read_bytes(keyfile, config_key).decode("latin-1")
+    except secrets.SecretsError as e:
+        raise CliError(str(e)) from e
     except FileNotFoundError:
         key = keys.generate_private_key(rng)
         try:
@@ -264,8 +266,9 @@ def cmd_invite(ctx, args, client, now=None, rng=os.urandom):
         body.append(f"NetName = {ctx.netname}\n".encode())
     body.append(f"ConnectTo = {myname}\n".encode())
     try:
-        with open(ctx.tinc_conf, "rb") as f:
-            conf = f.read()
+        conf = secrets.read_bytes(ctx.tinc_conf, config_key)
+    except secrets.SecretsError as e:
+        raise CliError(str(e)) from e
     except OSError:
         conf = b""
     for line in fgets_lines(conf):
