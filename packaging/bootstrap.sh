@@ -63,4 +63,14 @@ if [ "${TINCAPP_SKIP_FREEZE:-0}" != 1 ]; then
     fi
 fi
 if [ "${TINCAPP_SKIP_FREEZE:-0}" != 1 ]; then bash packaging/build-image.sh; fi
+if [ "${TINCAPP_SKIP_FREEZE:-0}" != 1 ] && [ "${TINCAPP_SKIP_STATIC:-0}" != 1 ]; then
+    # busybox: the package tests syntax-check the OpenWrt init script with its ash
+    apt_install busybox
+    bash packaging/static/build.sh                   # dist/tincapp-static (skips if current)
+    ipk=$("$VENV/bin/python" -c 'import platform; from tincapp.version import __version__ as v; print(f"dist/tincapp_{v}_{platform.machine()}.ipk")')
+    if [ ! -f "$ipk" ] || [ -n "$(find dist/tincapp-static packaging/openwrt -newer "$ipk" -type f | head -n1)" ]; then
+        log "building $ipk"
+        "$VENV/bin/python" packaging/openwrt/build-ipk.py >/dev/null
+    fi
+fi
 log "built: $(ls dist/tincapp 2>/dev/null || echo 'extensions only')"

@@ -19,6 +19,7 @@ PROGRAMS = {
     "tinc": "tincapp.tools.tinc",
     "image": "tincapp.firmware.cli",
     "upgrade": "tincapp.firmware.cli",
+    "openwrt": "tincapp.openwrt",
 }
 
 USAGE = f"""\
