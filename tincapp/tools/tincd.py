@@ -4,6 +4,10 @@ Parses tincd's options, loads the configuration (errors end the program with exi
 before detaching), sets up logging, detaches unless -D, and runs io.daemon.Daemon. With
 --supervise (tincapp's own option) the detached process is io.supervisor instead, which runs
 the daemon as its child with the same options and restarts it when it dies.
+The configuration key for files encrypted at rest (config/secrets.py) is read before
+detaching, from --config-key-file, $TINCAPP_CONFIG_KEY_FILE or $TINCAPP_CONFIG_KEY; a missing,
+wrong or unusable key, or an encrypted file that does not open, ends the program with exit
+status 1 before anything is set up.
 """
 import asyncio
 import logging
@@ -11,7 +15,7 @@ import logging.handlers
 import os
 import sys
 
-from tincapp.config import netconf
+from tincapp.config import netconf, secrets
 from tincapp.errors import ConfigError
 from tincapp.io import supervisor
 from tincapp.version import __version__
@@ -36,12 +40,18 @@ Usage: tincd [option]...
       --respawn-timeout=SECONDS    Wait before the first restart, doubled per crash in a
                                    row (default 1, at most 60).
       --respawn-retry=N            Give up after N crashes in a row (default 5; 0: never).
+      --config-key-file=FILE    Read the key of encrypted configuration files from
+                                FILE ('-': one line from stdin).
       --help                    Display this help and exit.
       --version                 Output version information and exit.
+
+Encrypted configuration (`tinc encrypt-config`): without --config-key-file the key comes
+from $TINCAPP_CONFIG_KEY_FILE (a key file) or $TINCAPP_CONFIG_KEY (the key, 64 hex digits).
 """
 
 _LONG_WITH_ARG = {"config": "c", "net": "n", "option": "o", "user": "U", "pidfile": None,
-                  "respawn-threshold": None, "respawn-timeout": None, "respawn-retry": None}
+                  "respawn-threshold": None, "respawn-timeout": None, "respawn-retry": None,
+                  "config-key-file": None}
 _LONG_OPTIONAL = {"debug": "d", "logfile": None}
 _LONG_FLAGS = {"no-detach": "D", "mlock": "L", "syslog": "s", "chroot": "R",
                "bypass-security": None, "help": None, "version": None, "supervise": None}
@@ -63,6 +73,7 @@ class Options:
         self.logfile = False          # False: none; None: default path; str: the file
         self.syslog = False
         self.pidfile = None
+        self.config_key_file = None   # --config-key-file (None: environment, else none)
         self.options = []
         self.user = None
         self.chroot = False
@@ -104,6 +115,8 @@ def parse_args(argv):
             o.user = value
         elif key == "pidfile":
             o.pidfile = value
+        elif key == "config-key-file":
+            o.config_key_file = value
         elif key in ("d", "debug"):
             if value is None:
                 o.debug_increments += 1
@@ -194,7 +207,11 @@ def parse_args(argv):
 
 class _TincFormatter(logging.Formatter):
     def format(self, record):
-        return f"{self.formatTime(record, '%Y-%m-%d %H:%M:%S')} tinc: {record.getMessage()}"
+        text = f"{self.formatTime(record, '%Y-%m-%d %H:%M:%S')} tinc: {record.getMessage()}"
+        if record.exc_info:
+            # An exception that reached the event loop's handler: keep where it came from.
+            text += "\n" + self.formatException(record.exc_info)
+        return text
 
 
 def setup_logging(opts, paths, level):
@@ -302,9 +319,19 @@ def main(argv):
             print(f"{prog}: unknown user {opts.user}", file=sys.stderr)
             return 1
     logging.basicConfig(stream=sys.stderr, format="%(message)s", level=logging.WARNING)
+    if opts.supervise and opts.config_key_file == secrets.STDIN_NAME:
+        # Each restarted daemon reads the key again, and stdin is gone by then.
+        print(f"{prog}: --config-key-file=- cannot be used with --supervise; use a key file "
+              f"or ${secrets.KEY_ENV}", file=sys.stderr)
+        return 1
     try:
+        config_key = secrets.KeySource(opts.config_key_file)
+        if config_key.configured:
+            # Now, not at the first encrypted file: stdin is gone after detaching, and a bad
+            # key must stop the start even if only a later reload would need it.
+            config_key.load()
         paths = netconf.resolve_paths(opts.confbase, opts.netname, pidfile=opts.pidfile,
-                                      logfile=opts.logfile or None)
+                                      logfile=opts.logfile or None, config_key=config_key)
         config = netconf.load_network(paths, opts.options, unknown="warn")
     except (ConfigError, ValueError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
