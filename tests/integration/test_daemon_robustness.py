@@ -155,9 +155,6 @@ def send_control(path, data):
             pass
 
 
-@pytest.mark.xfail(strict=True, reason="daemon.py _control_client: StreamReader.readline() "
-                   "raises ValueError for a line over 64 KiB; it escapes the handler "
-                   "('Unhandled exception in client_connected_cb')")
 def test_control_socket_overlong_line(alpha):
     send_control(alpha.pidfile + ".socket", b"x" * 70000 + b"\n")
     time.sleep(0.3)
@@ -178,10 +175,6 @@ def test_control_socket_garbage(alpha):
     assert_healthy(alpha)
 
 
-@pytest.mark.xfail(strict=True, reason="a peer's UDP port outside 0..65535 (here from its ACK) "
-                   "becomes a known address (mesh/node.py address_from_text only checks int()); "
-                   "io/dataplane.py _send_udp then gets OverflowError from sendto(), which it "
-                   "does not catch, and the exception escapes into the event loop")
 def test_peer_announcing_an_out_of_range_udp_port(alpha):
     """beta's ACK says UDP port 99999; once the UDP tunnel has keys, alpha sends MTU probes
     there. The test plays beta's data plane with tincapp's own tunnel core."""

@@ -233,3 +233,31 @@ def test_user_option_drops_privileges_after_setup():
         if daemon is not None:
             daemon.kill()
         shutil.rmtree(root, ignore_errors=True)
+
+
+class LogfileTincd(Tincd):
+    """tincd with --logfile instead of stderr."""
+
+    def command(self, argv):
+        return argv + [f"--logfile={os.path.join(self.base, 'tinc.log')}"]
+
+
+def test_hup_reopens_the_log_file(network):
+    """COMPAT: logrotate moves tinc's log file away and sends HUP; tincd goes on in a new file."""
+    root = os.path.dirname(network["alpha"].base)
+    d = LogfileTincd(root, "beta")
+    d.start()
+    try:
+        log_path = os.path.join(d.base, "tinc.log")
+        wait_until(lambda: os.path.exists(log_path), 5, "no log file")
+        os.rename(log_path, log_path + ".1")
+        d.proc.send_signal(1)                      # SIGHUP: logged to the old file, then reopen
+        wait_until(lambda: os.path.exists(log_path), 5, "log file not reopened")
+        d.proc.send_signal(1)                      # this one lands in the new file
+
+        def logged_there():
+            with open(log_path) as f:
+                return "Got HUP signal or RELOAD request" in f.read()
+        wait_until(logged_there, 5, "reload not logged in the new file")
+    finally:
+        d.kill()

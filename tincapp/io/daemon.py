@@ -75,6 +75,20 @@ def _keep_unreloadable(old, new):
     return dataclasses.replace(new, **{f: getattr(old, f) for f in _NOT_RELOADED})
 
 
+def _reopen_log_files():
+    """COMPAT: tinc's HUP handler reopens its log file, so logrotate can move it away."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and handler.stream is not None:
+            handler.acquire()
+            try:
+                old, handler.stream = handler.stream, handler._open()
+                old.close()
+            except OSError as e:
+                log.error("Could not reopen log file %s: %s", handler.baseFilename, e)
+            finally:
+                handler.release()
+
+
 class DaemonError(Exception):
     """Setup failed (listening sockets, control socket); the message is for the user."""
 
@@ -527,7 +541,14 @@ class Daemon:
             if p.meta is None:
                 continue
             while (ev := p.meta.next_event()) is not None:
-                self._handle_event(p, ev, now)
+                try:
+                    self._handle_event(p, ev, now)
+                except Exception:
+                    # A bug on some input must cost that connection, not the daemon's loop.
+                    log.exception("Error handling %s from %s (%s); closing the connection",
+                                  type(ev).__name__, p.label(), p.hostname)
+                    self.peer_ended(p, report=True)
+                    break
             self._apply_actions()
         self._apply_actions()
         self._apply_outgoing()
@@ -747,6 +768,7 @@ class Daemon:
         and which have an address, ConnectTo; then close connections to nodes whose host
         file changed or went away."""
         self.log(DEBUG_NOTHING, "Got HUP signal or RELOAD request")
+        _reopen_log_files()
         try:
             new = netconf.load_network(self.config.paths, self.options, unknown="warn")
         except ConfigError as e:
@@ -824,20 +846,24 @@ class Daemon:
     def _on_timer(self):
         self._timer = None
         now = self.now()
-        for p in list(self.peers):
-            if p.meta is not None:
-                p.meta.handle_deadline(now)
-        self.node.handle_deadline(now)
-        deadline = self.outgoing.next_deadline()
-        if deadline is not None and now >= deadline:
-            self.outgoing.handle_deadline(now)
-        if self.autoconnect.due(now):
-            for act in self.autoconnect.handle_deadline(now, self._mesh_view()):
-                self._apply_autoconnect(act)
-        deadline = self.dataplane.next_deadline()
-        if deadline is not None and now >= deadline:
-            self.dataplane.handle_deadline(now)
-        self.process()
+        try:
+            for p in list(self.peers):
+                if p.meta is not None:
+                    p.meta.handle_deadline(now)
+            self.node.handle_deadline(now)
+            deadline = self.outgoing.next_deadline()
+            if deadline is not None and now >= deadline:
+                self.outgoing.handle_deadline(now)
+            if self.autoconnect.due(now):
+                for act in self.autoconnect.handle_deadline(now, self._mesh_view()):
+                    self._apply_autoconnect(act)
+            deadline = self.dataplane.next_deadline()
+            if deadline is not None and now >= deadline:
+                self.dataplane.handle_deadline(now)
+        except Exception:
+            log.exception("Error in a timer")
+        finally:
+            self.process()          # always re-arms: a dead timer would stop pings and retries
 
     # --- AutoConnect -----------------------------------------------------------------------
 
@@ -893,8 +919,12 @@ class Daemon:
                 for out in conn.lines_to_send():
                     writer.write(out.encode("latin-1"))
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
+        except ValueError:
+            log.warning("Control request line too long; closing the control connection")
+        except Exception:
+            log.exception("Error on a control connection; closing it")
         finally:
             self.log_handler.unsubscribe(writer)
             self.control_clients.discard(writer)

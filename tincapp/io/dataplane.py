@@ -35,6 +35,7 @@ log = logging.getLogger("tincd")
 
 BURST = 64                 # packets per read burst (device and UDP)
 TICK_S = 1.0               # tinc's timeout_handler: tunnels to neighbours are kept up
+BUG_LOG_INTERVAL_S = 10.0
 SLOT_SIZE = 2048           # a frame (1518) plus node IDs and SPTPS overhead, rounded up
 ETHERTYPE = {4: b"\x08\x00", 6: b"\x86\xdd"}
 IP_MIN_MTU = 590           # tinc never fragments or refuses below this (route.c)
@@ -114,7 +115,8 @@ class DataPlaneShell:
         self._sealed = PacketBatch(BURST, SLOT_SIZE)
         self._opened = PacketBatch(BURST, SLOT_SIZE)
         self._tx_prefix = ZERO_ID + node_id(core.myself) if core is not None else b""
-        self.stats = {"fast_tx": 0, "slow_tx": 0, "fast_rx": 0, "slow_rx": 0}
+        self.stats = {"fast_tx": 0, "slow_tx": 0, "fast_rx": 0, "slow_rx": 0, "errors": 0}
+        self._bug_logged_at = float("-inf")
         self._dirty = False       # the cores queued something beyond packets since flush()
         self.device_in = [0, 0]   # packets, bytes (frames) read from the device
         self.device_out = [0, 0]  # and written to it
@@ -227,7 +229,7 @@ class DataPlaneShell:
                 mtu = s.getsockopt(socket.IPPROTO_IPV6 if ipv6 else socket.IPPROTO_IP,
                                    getattr(socket, "IPV6_MTU", 24) if ipv6
                                    else getattr(socket, "IP_MTU", 14))
-        except (OSError, ValueError):
+        except (OSError, ValueError, OverflowError):
             return None
         return estimate_initial_maxmtu(mtu, ipv6, peer_minor)
 
@@ -235,13 +237,16 @@ class DataPlaneShell:
 
     def meta_event(self, peer_name, ev, now) -> bool:
         """Called for each event of an active meta connection; True if it was ours."""
-        if isinstance(ev, PacketReceived):
-            self.core.receive_packet(peer_name, ev.frame, now)
-        elif isinstance(ev, SptpsPacketReceived):
-            self.core.receive_tcp_sptps_packet(ev.data, now)
-        else:
+        if not isinstance(ev, (PacketReceived, SptpsPacketReceived)):
             return False
-        self.run_core(now)
+        try:
+            if isinstance(ev, PacketReceived):
+                self.core.receive_packet(peer_name, ev.frame, now)
+            else:
+                self.core.receive_tcp_sptps_packet(ev.data, now)
+            self.run_core(now)
+        except Exception:
+            self._failed(f"a packet from {peer_name} over TCP")
         return True
 
     def node_action(self, act, now) -> bool:
@@ -342,7 +347,10 @@ class DataPlaneShell:
                                         self._clamp_mss())
             if slow < n:
                 for index, name in enumerate(self._tx_names):
-                    self._send_fast(index, name, now)
+                    try:
+                        self._send_fast(index, name, now)
+                    except Exception:
+                        self._failed(f"a burst to {name}")
         me = self.core.myself
         for i in range(n):
             if self.fast and targets[i] == -2:
@@ -356,9 +364,12 @@ class DataPlaneShell:
                     continue
                 frame[:ETH_HLEN] = bytes(12) + etype
             self.stats["slow_tx"] += 1
-            self._route(me, frame, now)
-            if self.fast:
-                self._learn_tx(frame)
+            try:
+                self._route(me, frame, now)
+                if self.fast:
+                    self._learn_tx(frame)
+            except Exception:
+                self._failed("a packet from the device")
         self.flush()
 
     def _clamp_mss(self):
@@ -437,12 +448,28 @@ class DataPlaneShell:
                     if batch.status[k] == SLOT_OK:
                         host, port = addrs.get(k)
                         self.stats["slow_rx"] += 1
-                        self.core.receive_udp(batch.get(k), SockAddr(host, str(port)), now)
-                        self._run_core(now)
+                        try:
+                            self.core.receive_udp(batch.get(k), SockAddr(host, str(port)), now)
+                            self._run_core(now)
+                        except Exception:
+                            self._failed(f"a UDP datagram from {host} port {port}")
             else:
-                self._receive_fast(t, i, j, now)
+                try:
+                    self._receive_fast(t, i, j, now)
+                except Exception:
+                    self._failed(f"a burst from {t.name}")
             i = j
         self.flush()
+
+    def _failed(self, what):
+        """A bug met on some input: drop that input, keep the daemon going, log the traceback
+        at most once per BUG_LOG_INTERVAL_S (a flood must not flood the log)."""
+        self.stats["errors"] += 1
+        now = self.daemon.now()
+        if now >= self._bug_logged_at + BUG_LOG_INTERVAL_S:
+            self._bug_logged_at = now
+            log.exception("Error while handling %s (dropped; %d so far)", what,
+                          self.stats["errors"])
 
     def _rx_peer(self, addrs, i):
         """The tunnel whose confirmed UDP address sent slot i, if its session can open a burst."""
@@ -568,6 +595,8 @@ class DataPlaneShell:
             sock.sendto(act.data, (act.address.host, int(act.address.port)))
         except BlockingIOError:
             pass
+        except (ValueError, OverflowError) as e:
+            log.debug("Cannot send UDP packet to %s: %s", act.address.hostname(), e)
         except OSError as e:
             if e.errno == errno.EMSGSIZE:
                 self.core.udp_send_too_big(act.relay, act.payload_len, now)

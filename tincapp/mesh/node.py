@@ -106,8 +106,10 @@ def address_from_text(host: str, port: str) -> Optional[SockAddr]:
     becomes IPv4, scope dropped), anything else kept verbatim as an "unknown" address."""
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])
-        int(port)
+        if not 0 <= int(port) <= 65535:
+            raise ValueError(f"port {port} out of range")
     except ValueError:
+        # A port no socket can use stays text too: sending to it would raise OverflowError.
         return SockAddr(host, port, unknown=True)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
