@@ -163,7 +163,7 @@ def classify_rx(batch, Py_ssize_t start, Py_ssize_t stop, dict local not None,
     """For the opened records in OK slots [start, stop) (payload at the slot start): flags[i]
     = 1 if it is a plain router-mode packet (type 0) whose destination is in `local` (ours:
     straight to the device), else 0 (slow path). Returns (fast slots, their bytes, the longest
-    record)."""
+    of them)."""
     cdef uint8_t[::1] buf = batch.buf
     cdef uint32_t[::1] lens = batch.lengths
     cdef uint8_t[::1] types = batch.types
@@ -173,11 +173,7 @@ def classify_rx(batch, Py_ssize_t start, Py_ssize_t stop, dict local not None,
     cdef size_t total = 0, longest = 0
     for i in range(start, stop):
         flags[i] = 0
-        if status[i] != SLOT_OK:
-            continue
-        if lens[i] > longest:
-            longest = lens[i]
-        if types[i] != 0 or lens[i] == 0:
+        if status[i] != SLOT_OK or types[i] != 0 or lens[i] == 0:
             continue
         key = _dst_key(&buf[i * stride], lens[i])
         if key is None or PyDict_GetItem(local, key) == NULL:
@@ -185,6 +181,9 @@ def classify_rx(batch, Py_ssize_t start, Py_ssize_t stop, dict local not None,
         flags[i] = 1
         fast += 1
         total += lens[i]
+        # only the records handled here: the slow path counts the others (probes included)
+        if lens[i] > longest:
+            longest = lens[i]
     return fast, total, longest
 
 

@@ -36,6 +36,11 @@ log = logging.getLogger("tincd")
 BURST = 64                 # packets per read burst (device and UDP)
 TICK_S = 1.0               # tinc's timeout_handler: tunnels to neighbours are kept up
 BUG_LOG_INTERVAL_S = 10.0
+# Linux's numbers; Python's socket module does not export them.
+IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
+IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
+IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
+IPV6_PMTUDISC_DO = getattr(socket, "IPV6_PMTUDISC_DO", 2)
 SLOT_SIZE = 2048           # a frame (1518) plus node IDs and SPTPS overhead, rounded up
 ETHERTYPE = {4: b"\x08\x00", 6: b"\x86\xdd"}
 IP_MIN_MTU = 590           # tinc never fragments or refuses below this (route.c)
@@ -190,6 +195,13 @@ class DataPlaneShell:
                         except OSError as e:
                             log.warning("Can't set UDP buffer size to %d: %s", value, e)
                 sock.bind(address)
+                if cfg.pmtu_discovery:
+                    # COMPAT: tinc sets DF so that oversized datagrams fail (EMSGSIZE) instead
+                    # of being fragmented: PMTU probes must not pass by fragmentation.
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DO)
+                    else:
+                        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
             except OSError as e:
                 sock.close()
                 log.error("Can't bind to %s port %s/udp: %s", address[0], address[1],
