@@ -46,6 +46,8 @@ class Ctl(enum.IntEnum):
     DUMP_TRAFFIC = 13
     PCAP = 14
     LOG = 15
+    # tincapp's own, far from tinc's numbers (real tincd answers "18 100 -1").
+    DUMP_TUNNELS = 100
 
 
 INVALID = -1                          # "18 -1": not implemented / unknown

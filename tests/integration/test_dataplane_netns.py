@@ -318,6 +318,17 @@ def check(net, mode, real, t_start):
         p = vpn.ping(ns, s, VPN[d], count=3)
         assert p.received == p.sent and not p.duplicates, f"ping {s} -> {d} at the end: {p}"
 
+    # tincapp's own view of the tunnels (a is always a tincapp node).
+    a = net.nodes["a"]
+    out = subprocess.run(a.cli("dump", "tunnels", real=False), capture_output=True, text=True,
+                         timeout=20)
+    lines = {l.split()[0]: l for l in out.stdout.splitlines()}
+    assert out.returncode == 0 and lines["b"].startswith("b key valid udp pmtu 1439 "), out
+    assert lines["c"].startswith("c key valid tcp "), out         # relayed: no UDP of its own
+    info = subprocess.run(a.cli("info", "b", real=False), capture_output=True, text=True,
+                          timeout=20).stdout
+    assert "\nTunnel:       key valid, UDP, " in info, info
+
 
 def underlay_fragments(net, name):
     """IP fragments the kernel created in namespace `name` so far (/proc/net/snmp)."""

@@ -13,6 +13,8 @@ import struct
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from typing import Optional
 
 from tincapp import control
 from tincapp.cli.common import CliError, err, out_bytes
@@ -247,6 +249,12 @@ def cmd_dump(ctx, args, client):
     what = args[0].lower()
     if what == "invitations":
         return dump_invitations(ctx)
+    if what == "tunnels":
+        _connected(client)
+        client.request(int(Ctl.DUMP_TUNNELS))
+        for text in format_tunnels(tunnel_records(client)):
+            print(text)
+        return 0
     requests = {"nodes": [Ctl.DUMP_NODES], "edges": [Ctl.DUMP_EDGES],
                 "subnets": [Ctl.DUMP_SUBNETS], "connections": [Ctl.DUMP_CONNECTIONS],
                 "graph": [Ctl.DUMP_NODES, Ctl.DUMP_EDGES],
@@ -274,6 +282,55 @@ def cmd_dump(ctx, args, client):
                 print(text)
         raise CliError(str(e)) from None
     return 0
+
+
+@dataclass(frozen=True)
+class TunnelRecord:
+    """One DUMP_TUNNELS line (tincapp's own request; see io/dataplane.tunnel_lines)."""
+    name: str
+    key: str
+    restarts: int
+    last_age_s: Optional[float]
+    errors: int
+    replayed: int
+    late: int
+    suppressed: int
+    grace: int
+    udp: bool
+    pmtu: int
+    kinds: str
+    reason: Optional[str]
+
+
+def tunnel_records(client):
+    """The DUMP_TUNNELS reply as TunnelRecords; CliError if the daemon does not know it (real
+    tincd answers "18 -1")."""
+    out = []
+    for line in client.lines():
+        t = line.split(" ", 14)
+        if t[:2] == [str(control.CONTROL), str(control.INVALID)]:
+            raise CliError("The daemon does not know `dump tunnels' (it is tincapp's own).")
+        if len(t) == 2:
+            return out
+        try:
+            out.append(TunnelRecord(
+                t[2], t[3], int(t[4]), None if t[5] == "-" else float(t[5]), int(t[6]),
+                int(t[7]), int(t[8]), int(t[9]), int(t[10]), t[11] == "1", int(t[12]), t[13],
+                None if t[14] == "-" else t[14]))
+        except (IndexError, ValueError):
+            raise CliError("Unable to parse tunnel dump from tincd.") from None
+    raise CliError("Error receiving tunnel dump.")
+
+
+def format_tunnels(records):
+    """`tinc dump tunnels`: one line per peer with its SPTPS tunnel's key state and restarts."""
+    for r in records:
+        last = (f" last restart {r.last_age_s:.0f} s ago: {r.reason}"
+                if r.last_age_s is not None else "")
+        yield (f"{r.name} key {r.key} {'udp' if r.udp else 'tcp'} pmtu {r.pmtu} "
+               f"restarts {r.restarts} errors {r.errors} ({r.kinds.replace(',', ' ')}) "
+               f"replayed {r.replayed} late {r.late} suppressed {r.suppressed}"
+               f" grace {r.grace}{last}")
 
 
 def format_connections(lines):
@@ -395,7 +452,27 @@ def info_node(client, item):
         if t[3] == item:
             sys.stdout.write(f" {_strip_weight(t[2])}")
     sys.stdout.write("\n")
+    if n.host != "MYSELF":
+        _info_tunnel(client, item)
     return 0
+
+
+def _info_tunnel(client, item):
+    """tincapp's addition to `info NODE`, after tinc's lines: the SPTPS tunnel's key state and
+    restart record (DUMP_TUNNELS). Nothing when the daemon is real tincd."""
+    client.request(int(Ctl.DUMP_TUNNELS))
+    try:
+        records = tunnel_records(client)
+    except CliError:
+        return
+    r = next((r for r in records if r.name == item), None)
+    if r is None:
+        return
+    last = (f", last {r.last_age_s:.0f} s ago: {r.reason}" if r.last_age_s is not None
+            else "")
+    print(f"Tunnel:       key {r.key}, {'UDP' if r.udp else 'TCP'}, {r.restarts} restarts{last}")
+    print(f"Decode errors: {r.errors} ({r.kinds.replace(',', ' ')}), replayed {r.replayed}, "
+          f"late {r.late}, suppressed {r.suppressed}, during grace {r.grace}")
 
 
 def info_subnet(client, item):

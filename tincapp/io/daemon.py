@@ -955,6 +955,10 @@ class Daemon:
         elif t == C.DUMP_SUBNETS:
             for line in graph_dot.dump_subnets_lines(self.node.subnets):
                 conn.reply_line(line)
+        elif t == C.DUMP_TUNNELS:
+            for fields in self.dataplane.tunnel_lines(self.now()):
+                conn.reply(t, *fields)
+            conn.end_dump(t)
         elif t == C.DUMP_CONNECTIONS:
             for p in sorted(self.peers, key=lambda p: p.label()):
                 status = CONN_PINGED if p.meta is not None and p.meta.pinged else 0

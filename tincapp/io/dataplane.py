@@ -306,6 +306,22 @@ class DataPlaneShell:
             self.core.rekey_all(now)
         self.run_core(now)
 
+    def tunnel_lines(self, now):
+        """DUMP_TUNNELS (tincapp's): per peer, the fields after "18 100", the restart reason
+        last because it has spaces:
+        NAME KEY RESTARTS LAST_AGE_S ERRORS REPLAYED LATE SUPPRESSED GRACE UDP PMTU KINDS REASON
+        KEY is valid, waiting or none; LAST_AGE_S and REASON are "-" before a first restart;
+        KINDS is kind=count,... (spaces in kinds as '_') or "-"."""
+        for name in sorted(self.core.tunnels):
+            t = self.core.tunnels[name]
+            s = t.policy.snapshot()
+            key = "valid" if t.validkey else "waiting" if t.waitingforkey else "none"
+            age = f"{now - s.last_restart_at:.1f}" if s.last_restart_at is not None else "-"
+            kinds = ",".join(f"{k.replace(' ', '_')}={v}" for k, v in s.errors_by_kind) or "-"
+            yield (name, key, s.restarts, age, s.decode_errors, s.replayed, s.late, s.suppressed,
+                   s.grace_errors, int(t.pmtu.udp_confirmed), t.pmtu.mtu, kinds,
+                   s.last_restart_reason or "-")
+
     def node_runtime(self, now):
         """Per-node dump fields (DUMP_NODES) the data plane owns."""
         out = {}
