@@ -294,3 +294,30 @@ def test_broadcast_subnets_are_ownerless_and_never_announced():
     m.connect("a", "b")
     assert [(str(s), s.owner) for s in a.subnets] == [("255.255.255.255", None)]
     assert len(m.nodes["b"].subnets) == 0
+
+
+def test_strict_subnets_come_from_host_files_and_follow_reloads():
+    m = Mesh(subnets={"b": ["10.2.0.0/16", "10.9.9.9/32"]}, strict_subnets=True)
+    a, b = m.add("a"), m.add("b")
+    a.set_authorized_subnets({"b": [Subnet.parse("10.2.0.0/16")],
+                              "a": [Subnet.parse("10.1.0.0/16")]})   # ours: not from here
+    assert [str(s) for s in a.subnets.owned_by("b")] == ["10.2.0.0/16"]
+    assert a.subnets.owned_by("a") == []
+    m.connect("a", "b")
+    # b announces both; only the authorized one is b's at a (the other is forwarded only).
+    assert [str(s) for s in a.subnets.owned_by("b")] == ["10.2.0.0/16"]
+    assert ("subnet-up", "b", "10.2.0.0/16") in [(n, e.get("NODE"), e.get("SUBNET"))
+                                                for n, e in m.scripts["a"]]
+    m.scripts["a"].clear()
+    a.set_authorized_subnets({"b": [Subnet.parse("10.3.0.0/16")]})
+    m.pump()
+    assert [str(s) for s in a.subnets.owned_by("b")] == ["10.3.0.0/16"]
+    assert [(n, e["SUBNET"]) for n, e in m.scripts["a"]] == [("subnet-down", "10.2.0.0/16"),
+                                                            ("subnet-up", "10.3.0.0/16")]
+
+
+def test_authorized_subnets_are_ignored_without_strict_subnets():
+    m = Mesh()
+    a = m.add("a")
+    a.set_authorized_subnets({"b": [Subnet.parse("10.2.0.0/16")]})
+    assert a.subnets.owned_by("b") == []

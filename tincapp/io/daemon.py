@@ -378,7 +378,7 @@ class Daemon:
                                   connection_for=self.node.connection_for, log=self.log,
                                   max_timeout_s=cfg.max_timeout_s,
                                   connect_timeout_s=cfg.ping_timeout_s)
-        self._scan_addresses()
+        self._load_all_nodes()
         await self._open_control()
         self._stopped = asyncio.Event()
         for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop),
@@ -393,17 +393,23 @@ class Daemon:
             self.outgoing.add(name, self.now())
         self.process()
 
-    def _scan_addresses(self):
-        """Which nodes have an Address line in their host file (tinc's load_all_nodes sets
-        has_address at start and on reload); AutoConnect only dials those or reachable ones."""
+    def _load_all_nodes(self):
+        """tinc's load_all_nodes, at start and on reload: which nodes have an Address line in
+        their host file (AutoConnect only dials those or reachable ones), and with
+        StrictSubnets the Subnets each host file authorizes."""
         found = set()
+        authorized = {}
         for name in netconf.host_names(self.config.paths):
             try:
-                if self.config.load_host(name, missing_ok=True).addresses:
-                    found.add(name)
+                host = self.config.load_host(name, missing_ok=True)
             except ConfigError as e:
                 self.log(DEBUG_CONNECTIONS, f"Could not read host file of {name}: {e}")
+                continue
+            if host.addresses:
+                found.add(name)
+            authorized[name] = host.subnets
         self._has_address = found
+        self.node.set_authorized_subnets(authorized)
 
     def _family(self):
         """AddressFamily as a socket family."""
@@ -788,10 +794,7 @@ class Daemon:
         self.scripts.extension = new.scripts_extension
         # New connections take IndirectData, TCPOnly, PMTUDiscovery and ClampMSS from
         # self.config (peer_settings). TODO(#3): our own node's options in the graph.
-        self._scan_addresses()
-        # TODO(#3): with StrictSubnets, tinc also re-reads the Subnets of every host file
-        # (expiring removed ones, announcing new ones); mesh.node has no entry point for
-        # other nodes' configured subnets yet.
+        self._load_all_nodes()
         self.node.set_own_subnets(new.subnets)
         for name in netconf.host_names(new.paths):
             if name != new.name:

@@ -231,6 +231,34 @@ class Node:
                 self._subnet_script("subnet-up", s)
         self.own_subnets = tuple(wanted)
 
+    def set_authorized_subnets(self, by_owner) -> None:
+        """StrictSubnets: the Subnet lines of the other nodes' host files ({owner: subnets}),
+        read at start and on reload (tinc load_all_nodes and reload_configuration). They are
+        the only subnets those nodes may have: new ones are added (ADD_SUBNET to everyone,
+        subnet-up if the owner is reachable), ones no longer listed are withdrawn (DEL_SUBNET,
+        subnet-down if reachable). Our own subnets are set_own_subnets' business."""
+        if not self.strict_subnets:
+            return
+        wanted = {owner: {s.with_owner(owner) for s in subnets}
+                  for owner, subnets in by_owner.items() if owner != self.myself}
+        for n in self.graph.nodes():
+            if n is self.graph.myself:
+                continue
+            for s in self.subnets.owned_by(n.name):
+                if s not in wanted.get(n.name, ()):
+                    self._send_all(DelSubnet(new_nonce(self._rng), n.name, s))
+                    if n.reachable:
+                        self._subnet_script("subnet-down", s)
+                    self.subnets.delete(s)
+        for owner in sorted(wanted):
+            node = self.graph.ensure_node(owner)
+            for s in sorted(wanted[owner], key=Subnet.sort_key):
+                if self.subnets.lookup(owner, s) is None:
+                    self.subnets.add(s)
+                    self._send_all(AddSubnet(new_nonce(self._rng), owner, s))
+                    if node.reachable:
+                        self._subnet_script("subnet-up", s)
+
     def add_learnt_subnet(self, subnet: Subnet) -> None:
         """Called when switch mode learnt a MAC address on our device (tinc learn_mac):
         subnet-up, then announce it."""
