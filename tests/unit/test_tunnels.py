@@ -21,7 +21,7 @@ MINOR = 7
 class Net:
     """Nodes, links (meta connections) and a clock."""
 
-    def __init__(self, names, links, seed=1, minors=None):
+    def __init__(self, names, links, seed=1, minors=None, compression=None):
         self.rng = random.Random(seed)
         self.now = 1000.0
         self.names = list(names)
@@ -30,6 +30,7 @@ class Net:
         self.keys = {n: generate_private_key(self.rng.randbytes) for n in names}
         self.addr = {n: SockAddr(f"10.0.0.{i + 1}", "655") for i, n in enumerate(names)}
         self.minors = minors or {}
+        self.compression = compression or {}
         self.delivered = {n: [] for n in names}
         self.requests = []            # (from, to_hop, text) as seen on the meta links
         self.udp_count = 0
@@ -57,7 +58,8 @@ class Net:
         self.planes[name] = DataPlane(
             name, graph=g, has_connection=lambda peer, me=name: frozenset((me, peer)) in self.links,
             my_key=self.keys[name], peer_key=lambda peer, me=name: self.known_keys[me].get(peer),
-            rng=self.rng.randbytes, my_options=self.options(name))
+            rng=self.rng.randbytes, my_options=self.options(name),
+            compression=self.compression.get(name, 0))
 
     # --- moving actions ------------------------------------------------------------------
 
@@ -351,3 +353,21 @@ def test_a_stuck_tunnel_recovers_within_12_seconds_of_the_fault():
             recovered_at = net.now
             break
     assert recovered_at is not None and recovered_at - fault_at <= 12
+
+
+@pytest.mark.parametrize("level", [1, 9, 10, 11, 12])
+def test_the_receiver_chooses_the_compression_and_frames_arrive_intact(level):
+    net = Net(["a", "b"], [("a", "b")], compression={"b": level})
+    confirmed_pair(net)
+    assert net.planes["a"].tunnel("b").outcompression == level
+    a = net.planes["a"]
+    frame = ipv4_frame(b"compressible " * 80)
+    udp_before = net.udp_count
+    a.send_frame("b", frame, net.now)
+    sent = [x for x in a.pop_actions() if isinstance(x, SendUdp)]
+    assert sent and len(sent[-1].data) < len(frame) // 2          # went out compressed
+    for act in sent:
+        net.carry("a", act)
+    net.pump()
+    assert frames_from(net, "b", "a")[-1] == frame
+    assert net.udp_count > udp_before
