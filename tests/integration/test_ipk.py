@@ -170,7 +170,7 @@ def test_init_script_declares_procd_service():
     text = open(INIT).read()
     assert text.startswith("#!/bin/sh /etc/rc.common\n")
     for needle in ("USE_PROCD=1", "procd_set_param respawn", "procd_add_reload_trigger tincapp",
-                   "procd_set_param file", "procd_set_param stderr 1", " -D "):
+                   "procd_set_param file", "procd_set_param stderr 1", " -D ", "--supervise"):
         assert needle in text, needle
 
 
@@ -268,7 +268,8 @@ def test_init_script_starts_one_procd_instance_per_enabled_net(tmp_path):
         "append command --debug=3",
         "append command --syslog",
         f"set env TMPDIR={tmp_path}/unpack",
-        "set respawn 60 5 7",
+        "append command --supervise --respawn-threshold=60 --respawn-timeout=5 "
+        "--respawn-retry=7",
         "set stdout 1",
         "set stderr 1",
         f"set file {tmp_path}/tincapp {run}/tinc.conf",
