@@ -194,3 +194,29 @@ def keep_flagged(batch, Py_ssize_t start, Py_ssize_t stop, const int32_t[::1] fl
     for i in range(start, stop):
         if flags[i] == 0:
             status[i] = SLOT_EMPTY
+
+
+def common_prefix(batch, Py_ssize_t start, Py_ssize_t stop):
+    """(prefix, longest): the 12-byte node-ID prefix shared by every OK slot in [start, stop)
+    and the longest such slot, or (None, 0) if they differ or none is OK (a run of datagrams
+    that one peer relays from one originator to one destination)."""
+    cdef uint8_t[::1] buf = batch.buf
+    cdef uint32_t[::1] lens = batch.lengths
+    cdef uint8_t[::1] status = batch.status
+    cdef Py_ssize_t stride = batch.slot_size
+    cdef Py_ssize_t i, first = -1
+    cdef size_t longest = 0
+    for i in range(start, stop):
+        if status[i] != SLOT_OK:
+            continue
+        if lens[i] < _PREFIX_LEN:
+            return None, 0
+        if first < 0:
+            first = i
+        elif memcmp(&buf[i * stride], &buf[first * stride], _PREFIX_LEN) != 0:
+            return None, 0
+        if lens[i] > longest:
+            longest = lens[i]
+    if first < 0:
+        return None, 0
+    return PyBytes_FromStringAndSize(<const char*>&buf[first * stride], _PREFIX_LEN), longest

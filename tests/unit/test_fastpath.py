@@ -124,3 +124,16 @@ def test_classify_rx_flags_plain_packets_for_local_destinations():
     assert longest == max(len(ipv4(A4)), len(ipv6(A6)))
     fastpath.keep_flagged(b, 0, 5, flags)
     assert list(b.status[:5]) == [SLOT_OK, SLOT_EMPTY, SLOT_EMPTY, SLOT_OK, SLOT_EMPTY]
+
+
+def test_common_prefix_finds_one_originator_to_one_target():
+    prefix = b"TARGET" + b"ORIGIN"
+    b = PacketBatch(4, 64)
+    b.append(prefix + b"x" * 30)
+    b.append(prefix + b"y" * 40)
+    b.append(b"other-prefix" + b"z" * 10)
+    assert fastpath.common_prefix(b, 0, 2) == (prefix, 52)
+    assert fastpath.common_prefix(b, 0, 3) == (None, 0)
+    b.status[2] = SLOT_EMPTY
+    assert fastpath.common_prefix(b, 0, 3) == (prefix, 52)
+    assert fastpath.common_prefix(b, 2, 3) == (None, 0)

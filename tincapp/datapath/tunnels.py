@@ -47,6 +47,7 @@ ID_PREFIX_LEN = 2 * NODE_ID_LEN
 DATAGRAM_OVERHEAD = 21               # seqno 4 + type 1 + tag 16
 ZERO_ID = bytes(NODE_ID_LEN)
 
+IP_MIN_MTU = 590                     # route.c never refuses or fragments below this
 ETHERTYPE_IPV4 = b"\x08\x00"
 ETHERTYPE_IPV6 = b"\x86\xdd"
 
@@ -148,6 +149,16 @@ class Tunnel:
         self.mtu_info_sent_at = None
         self.sent_to_current = 0          # tinc's global "every third packet" counter, per node
         self.rx_prefix = ZERO_ID + self.id   # what datagrams straight from this node start with
+
+
+@dataclass(frozen=True)
+class FastTx:
+    """DataPlane.fast_tx_plan's answer: seal with `tunnel`'s session, prefix each datagram
+    with `prefix` (target ID, our ID), send to `address`; only frames of at most max_len."""
+    tunnel: Tunnel
+    address: SockAddr
+    prefix: bytes
+    max_len: int
 
 
 class TunnelError(TincappError):
@@ -649,20 +660,38 @@ class DataPlane:
 
     # --- the shell's fast path (it opens and seals bursts itself) -----------------------------
 
-    def fast_tx_target(self, name: str) -> Optional[Tunnel]:
-        """The tunnel to `name` if a burst of plain frames may be sealed and sent straight to
-        its confirmed UDP address: what send_frame would do for each of them, provided they
-        fit minmtu."""
+    def fast_tx_plan(self, name: str) -> Optional[FastTx]:
+        """How a burst of plain router-mode frames to `name` may be sealed with its session and
+        sent by UDP in one go: what send_frame and send_sptps_data would do for each frame of
+        at most `max_len` bytes. Straight to the node's confirmed address with a zero target
+        ID, or to the relay (its static relay, else its next hop) whose address is confirmed,
+        with the node's ID. None: the frames go one by one (send_frame)."""
         t = self.tunnels.get(name)
         n = self.graph.node(name)
+        g = self.graph
         if (t is None or n is None or not t.validkey or t.session is None
-                or not t.session.handshake_done or not t.pmtu.udp_confirmed
-                or t.outcompression or self.switch_mode or not n.reachable
-                or n.via is not n or n.nexthop is not n or n.address is None
-                or (self.my_options | n.options) & OPTION_TCPONLY
-                or option_version(n.options) < MINOR_RELAY_IDS):
+                or not t.session.handshake_done or t.outcompression or self.switch_mode
+                or not n.reachable or n.nexthop is None):
             return None
-        return t
+        # send_sptps_data's choice: the static relay (the node itself when it has none) if
+        # the payload fits its proven MTU, else the next hop.
+        relay = n.via if n.via is not None and n.via is not g.myself else n.nexthop
+        rt = self.tunnels.get(relay.name)
+        if rt is None or not rt.pmtu.udp_confirmed or not rt.pmtu.minmtu:
+            relay = n.nexthop
+            rt = self.tunnels.get(relay.name)
+        if rt is None or relay is g.myself:
+            return None
+        # the payload (the frame minus its Ethernet header) must fit the relay's proven MTU
+        max_len = min(rt.pmtu.minmtu + ETH_HLEN, max(t.pmtu.mtu, IP_MIN_MTU))
+        if self._has_connection(name):
+            max_len = min(max_len, t.pmtu.minmtu)    # send_frame: larger ones go as PACKET
+        prefix = (ZERO_ID if relay is n else t.id) + self._my_id
+        if (not rt.pmtu.udp_confirmed or relay.address is None or relay.address.unknown
+                or (self.my_options | relay.options) & OPTION_TCPONLY
+                or option_version(relay.options) < MINOR_RELAY_IDS):
+            return None
+        return FastTx(t, relay.address, prefix, max_len)
 
     def sent_burst(self, t: Tunnel, packets: int, frame_bytes: int, now: float) -> None:
         """Called after the shell sent a burst on `t`'s session: counters, the session's own
@@ -687,6 +716,55 @@ class DataPlane:
         t.counters.in_bytes += frame_bytes
         if packets:
             t.pmtu.record_received_len(longest_frame)
+
+    def fast_relay_target(self, prev_hop: str, prefix: bytes, longest: int) -> Optional[SockAddr]:
+        """Where a run of UDP datagrams that `prev_hop` sent us, all with node-ID prefix
+        `prefix` and at most `longest` bytes, goes on by UDP unchanged: the next relay's
+        confirmed address, if receive_udp and send_sptps_data would send each of them there
+        (a relayed datagram keeps its IDs). None: let the slow path decide."""
+        if self.forwarding != "internal" or prefix[:NODE_ID_LEN] == ZERO_ID:
+            return None
+        g = self.graph
+        n = g.node(prev_hop)
+        to_name = self.name_for_id(prefix[:NODE_ID_LEN])
+        frm_name = self.name_for_id(prefix[NODE_ID_LEN:])
+        if n is None or to_name is None or frm_name is None or frm_name == self.myself:
+            return None
+        to, frm = g.node(to_name), g.node(frm_name)
+        if (to is None or frm is None or to is g.myself or not to.reachable
+                or option_version(n.options) < MINOR_RELAY_IDS or to.nexthop is None):
+            return None
+        payload_len = longest - ID_PREFIX_LEN - DATAGRAM_OVERHEAD
+        via_t = self.tunnels.get(to.via.name) if to.via is not None else None
+        if (to.via is not g.myself and to.via is not None and via_t is not None
+                and payload_len <= via_t.pmtu.minmtu):
+            relay = to.via
+        else:
+            relay = to.nexthop
+        rt = self.tunnels.get(relay.name)
+        if (rt is None or not rt.pmtu.udp_confirmed or payload_len > rt.pmtu.minmtu
+                or option_version(relay.options) < MINOR_RELAY_IDS
+                or (self.my_options | relay.options) & OPTION_TCPONLY
+                or relay.address is None or relay.address.unknown):
+            return None
+        return relay.address
+
+    def relayed_burst(self, prev_hop: str, prefix: bytes, now: float) -> None:
+        """Called after the shell handled a run of relayed datagrams (prefix: target ID,
+        originator ID) itself, passing them on or opening them for us: what receive_udp does
+        besides that (UDP_INFO toward the originator; tunnel upkeep toward the target, or
+        MTU_INFO toward the relay that brought them to us)."""
+        g = self.graph
+        to = g.node(self.name_for_id(prefix[:NODE_ID_LEN]) or "")
+        frm = g.node(self.name_for_id(prefix[NODE_ID_LEN:]) or "")
+        if to is None or frm is None:
+            return
+        if g.node(prev_hop) is not frm.via and to.via is g.myself:
+            self.send_udp_info(self.myself, frm.name, now)
+        if to is g.myself:
+            self.send_mtu_info(self.myself, prev_hop, MTU, now)
+        else:
+            self.try_tx(to.name, True, now)
 
     def receive_opened_record(self, t: Tunnel, type: int, data: bytes, now: float) -> None:
         """A record the shell opened from a UDP burst that its fast path does not handle."""

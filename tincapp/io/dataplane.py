@@ -20,7 +20,7 @@ from tincapp.datapath.pmtu import PmtuConfig, estimate_initial_maxmtu
 from tincapp.datapath.restart import kind_of_slot
 from tincapp.datapath.route import (AnnounceSubnet, DeliverToDevice, Dropped, Router,
                                     SendToNode, WithdrawSubnet)
-from tincapp.datapath.tunnels import (DATAGRAM_OVERHEAD, ETH_HLEN, ID_PREFIX_LEN, ZERO_ID,
+from tincapp.datapath.tunnels import (DATAGRAM_OVERHEAD, ETH_HLEN, ID_PREFIX_LEN,
                                       DataPlane, DeliverFrame, SavePublicKey, SendPacket,
                                       SendSptpsPacket, SendToward, SendUdp, node_id)
 from tincapp.errors import ConfigError
@@ -43,7 +43,6 @@ IPV6_MTU_DISCOVER = getattr(socket, "IPV6_MTU_DISCOVER", 23)
 IPV6_PMTUDISC_DO = getattr(socket, "IPV6_PMTUDISC_DO", 2)
 SLOT_SIZE = 2048           # a frame (1518) plus node IDs and SPTPS overhead, rounded up
 ETHERTYPE = {4: b"\x08\x00", 6: b"\x86\xdd"}
-IP_MIN_MTU = 590           # tinc never fragments or refuses below this (route.c)
 # A frame sealed for UDP: prefix + seqno/type/tag around the packet, minus its Ethernet header.
 FRAME_TO_DATAGRAM = ID_PREFIX_LEN + DATAGRAM_OVERHEAD - ETH_HLEN
 
@@ -119,8 +118,9 @@ class DataPlaneShell:
         self._saved = bytearray(BURST)
         self._sealed = PacketBatch(BURST, SLOT_SIZE)
         self._opened = PacketBatch(BURST, SLOT_SIZE)
-        self._tx_prefix = ZERO_ID + node_id(core.myself) if core is not None else b""
-        self.stats = {"fast_tx": 0, "slow_tx": 0, "fast_rx": 0, "slow_rx": 0, "errors": 0}
+        self._my_id = node_id(core.myself) if core is not None else b""
+        self.stats = {"fast_tx": 0, "slow_tx": 0, "fast_rx": 0, "slow_rx": 0, "relayed": 0,
+                      "errors": 0}
         self._bug_logged_at = float("-inf")
         self._dirty = False       # the cores queued something beyond packets since flush()
         self.device_in = [0, 0]   # packets, bytes (frames) read from the device
@@ -221,6 +221,7 @@ class DataPlaneShell:
             self.daemon.loop.add_reader(self.device.fd, self._on_device)
 
     def close(self):
+        self.daemon.log(2, "Data plane: " + ", ".join(f"{k} {v}" for k, v in self.stats.items()))
         loop = self.daemon.loop
         for sock in self.udp_sockets:
             loop.remove_reader(sock.fileno())
@@ -421,32 +422,31 @@ class DataPlaneShell:
 
     def _send_fast(self, index, name, now):
         """Seal and send the burst's frames for `name` in one go, if its tunnel allows."""
-        t = self.core.fast_tx_target(name)
-        if t is None:
+        plan = self.core.fast_tx_plan(name)
+        if plan is None:
             return
+        t, address = plan.tunnel, plan.address
         batch, sealed = self._dev_in, self._sealed
-        p = t.pmtu
-        max_len = min(p.minmtu, max(p.mtu, IP_MIN_MTU))
-        selected = fastpath.select_slots(batch, self._targets, index, self._saved, max_len)
+        selected = fastpath.select_slots(batch, self._targets, index, self._saved, plan.max_len)
         if not selected:
             fastpath.restore_status(batch, self._saved)
             return
-        address = self.daemon.node.graph.node(name).address
         sock = self._socket_for(address.host)
         try:
             t.session.seal_batch(batch, sealed, ID_PREFIX_LEN, ETH_HLEN, sealable=selected)
         finally:
             fastpath.restore_status(batch, self._saved)
-        total = fastpath.set_prefix(sealed, self._tx_prefix)
+        total = fastpath.set_prefix(sealed, plan.prefix)
         if sock is not None:
             # UDP GSO pays off for runs; for a lone datagram it costs ~100 us on a veth.
             sent, err = batchio.send_to_one(sock.fileno(), sealed, address.host,
                                             int(address.port), gso=selected > 1)
             if err == errno.EMSGSIZE:
+                relay = self.daemon.node.graph.node_by_udp_address(address)
                 for i in range(sealed.count):
-                    if sealed.status[i] == SLOT_TOO_BIG:
-                        self.core.udp_send_too_big(name, sealed.lengths[i] - ID_PREFIX_LEN
-                                                   - DATAGRAM_OVERHEAD, now)
+                    if sealed.status[i] == SLOT_TOO_BIG and relay is not None:
+                        self.core.udp_send_too_big(relay.name, sealed.lengths[i]
+                                                   - ID_PREFIX_LEN - DATAGRAM_OVERHEAD, now)
         fastpath.mark_done(batch, self._targets, index, sealed.status)
         self.stats["fast_tx"] += selected
         self.core.sent_burst(t, selected, total - FRAME_TO_DATAGRAM * selected, now)
@@ -471,7 +471,17 @@ class DataPlaneShell:
         while i < n:
             j = addrs.run_end(i, n)
             t = self._rx_peer(addrs, i) if self.fast else None
-            if t is None or not fastpath.check_prefix(batch, i, j, t.rx_prefix):
+            if t is not None and not fastpath.check_prefix(batch, i, j, t.rx_prefix):
+                try:
+                    if self._relay_fast(t, i, j, now):
+                        i = j
+                        continue
+                except Exception:
+                    self._failed(f"a burst relayed from {t.name}")
+                    i = j
+                    continue
+                t = None
+            if t is None:
                 for k in range(i, j):
                     if batch.status[k] == SLOT_OK:
                         host, port = addrs.get(k)
@@ -488,6 +498,36 @@ class DataPlaneShell:
                     self._failed(f"a burst from {t.name}")
             i = j
         self.flush()
+
+    def _relay_fast(self, t, i, j, now):
+        """A run of datagrams from `t`'s confirmed address that all carry one originator's
+        traffic to one node: for us, open them with the originator's session; for another
+        node, send the slots on unchanged (tinc keeps the IDs when relaying). False: not
+        such a run, or not one the fast path may handle."""
+        prefix, longest = fastpath.common_prefix(self._udp_in, i, j)
+        if prefix is None:
+            return False
+        if prefix[:ID_PREFIX_LEN // 2] == self._my_id:
+            src = self.core.tunnels.get(self.core.name_for_id(prefix[ID_PREFIX_LEN // 2:]) or "")
+            if (src is None or src.session is None or not src.session.in_encrypted
+                    or src.session.replay is None):
+                return False
+            self._receive_fast(src, i, j, now)
+            self.core.relayed_burst(t.name, prefix, now)
+            self._run_core(now)
+            return True
+        address = self.core.fast_relay_target(t.name, prefix, longest)
+        if address is None:
+            return False
+        sock = self._socket_for(address.host)
+        if sock is None:
+            return False
+        batchio.send_to_one(sock.fileno(), self._udp_in, address.host, int(address.port),
+                            i, j, gso=j - i > 1)
+        self.stats["relayed"] += j - i
+        self.core.relayed_burst(t.name, prefix, now)
+        self._run_core(now)
+        return True
 
     def _failed(self, what):
         """A bug met on some input: drop that input, keep the daemon going, log the traceback
