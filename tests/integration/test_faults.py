@@ -187,11 +187,6 @@ def test_reference_tinc_killed_and_restarted():
 
 
 @needs_tinc
-@pytest.mark.xfail(strict=True, reason=(
-    "tincapp gap: a's tunnel to the restarted tinc b gets no receive error at all (tinc drops "
-    "a's datagrams as 'unknown source' silently), so the restart policy is never fed; only "
-    "a's UDPDiscoveryTimeout (30 s, pmtu.py handle_deadline) ends it: a falls back to TCP, "
-    "tinc b fails to decode that and sends REQ_KEY. Measured ~26 s, like tinc-tinc."))
 def test_mixed_mesh_tinc_peer_killed_and_restarted():
     """Scenario 6: b is the reference tincd; a, c and d are tincapp."""
     net = Mesh(real=("b",))

@@ -80,8 +80,13 @@ def wait_ping(ns, src, dst, timeout):
     """Single pings until one is answered; seconds it took, or None."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        if ping(ns, src, dst, count=1, wait=1).received == 1:
-            return time.monotonic() - t0
+        try:
+            if ping(ns, src, dst, count=1, wait=1).received == 1:
+                return time.monotonic() - t0
+        except AssertionError:
+            # ping could not even send ("Network is unreachable"): tinc-up has not yet
+            # given the interface its address
+            time.sleep(0.2)
     return None
 
 

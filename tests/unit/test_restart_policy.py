@@ -507,3 +507,64 @@ def test_property_bound_and_stuck_recovery(events, fault_gap, handshake_s, jitte
     assert not gaps or min(gaps) >= 10 - 1e-9
     assert len(s.restarts) > restarts_before, "the stuck tunnel never restarted"
     assert s.restarts[-1] <= first_error + 10 + 0.5 + 1e-9
+
+
+# --- rule 10: silence --------------------------------------------------------------------------
+
+class ProbingSim(Sim):
+    """Sim that also records rule 10's probe requests."""
+
+    def __init__(self, p):
+        super().__init__(p)
+        self.probes = []
+
+    def _take(self, d):
+        if d.probe:
+            self.probes.append(self.now)
+        return super()._take(d)
+
+
+def established(sim, t=0.0):
+    sim.p.started(t)
+    sim.p.handshake_completed(t + 0.1)
+    sim.p.record_accepted(t + 0.1)
+
+
+def test_silence_while_sending_probes_then_restarts():
+    sim = ProbingSim(policy())
+    established(sim)
+    for i in range(1, 300):                    # we send every 0.1 s, nothing comes back
+        sim.advance(20 + i * 0.1)
+        sim.p.data_sent(sim.now)
+    # valid record at 0.1, bound from the start at 0: probe at 4.1, silence error at 5.6,
+    # which restarts at once (10 s bound long passed by the time data flows at 20 s: the probe
+    # then comes 4 s after the last life, i.e. immediately)
+    assert sim.probes and sim.restarts
+    assert sim.restarts[0] - sim.probes[0] == pytest.approx(1.5, abs=0.11)
+    assert any(kind == "silent" for kind, _ in sim.p.snapshot().errors_by_kind)
+    assert all(b - a >= 10 for a, b in zip(sim.restarts, sim.restarts[1:]))
+
+
+def test_a_live_peer_answers_the_silence_probe_and_nothing_restarts():
+    sim = ProbingSim(policy())
+    established(sim)
+    answered = 0
+    for i in range(1, 600):                    # one-way traffic for a minute
+        sim.advance(i * 0.1)
+        sim.p.data_sent(sim.now)
+        if len(sim.probes) > answered:         # the peer replies to each probe at once
+            answered = len(sim.probes)
+            sim.p.record_accepted(sim.now)
+    assert sim.probes                           # it did ask
+    assert sim.restarts == []
+
+
+def test_no_probe_without_sending_and_none_before_the_key_is_valid():
+    sim = ProbingSim(policy())
+    sim.p.started(0)
+    sim.p.data_sent(1)                          # handshake not completed: rule 6's business
+    sim.advance(9)
+    assert sim.probes == []
+    sim.p.handshake_completed(9.5)
+    sim.advance(60)                             # valid, but we send nothing
+    assert sim.probes == [] and sim.restarts == []

@@ -68,9 +68,18 @@ handshake_timeout_s; W = crossed_window_s):
    (3 for "Failed to decode ... restarting SPTPS", 0 for "No key from ..."); suppressed
    restarts are logged at most once per B seconds; single packets are never logged here.
 
+10. Silence (DEVIATION, beyond tinc). A peer that lost its state without anyone noticing
+   (killed and restarted with new keys) drops what we send as coming from an unknown source
+   and says nothing, so no receive error ever reaches us. When the key is valid, we sent data
+   after the last sign of life and nothing valid came from the peer for S seconds
+   (silence_s), the Decision asks for one UDP probe (probe=True); a live peer answers it and
+   its reply is a valid record. If nothing valid arrives within P seconds (silence_probe_s)
+   the silence counts as a receive error of kind "silent" on the udp path, under rules 1-4.
+   Forged records are never valid, so a flood cannot fake life or cause silence.
+
 Known limit of rule 3: a tunnel that carries no traffic from the peer at all cannot be told
 from a stuck one, so forged records into an idle tunnel still restart it at most once per B
-(as tinc does continuously). A UDP probe whose reply counts as life would close that gap.
+(as tinc does continuously); rule 10's probe makes such a tunnel show its life at least.
 """
 from __future__ import annotations
 
@@ -105,6 +114,7 @@ KIND_TOO_BIG = "too big"
 KIND_NO_SESSION = "no session"
 KIND_BAD_DATA = "bad data"       # base64 that decodes to nothing
 KIND_UNKNOWN_SOURCE = "unknown source id"
+KIND_SILENT = "silent"           # rule 10: we send, the peer answers nothing, not even a probe
 
 LOG_PROTOCOL = 3                 # tinc's DEBUG_PROTOCOL
 LOG_ALWAYS = 0
@@ -146,6 +156,8 @@ class RestartConfig:
     crossed_window_s: float = 2.0        # W: how close two starts must be to have crossed
     backoff_cap_s: float = 60.0
     backoff_jitter: float = 0.2          # the delay is shortened by up to this fraction
+    silence_s: float = 4.0               # S: rule 10, no valid record while we send
+    silence_probe_s: float = 1.5         # P: how long the silence probe may take
     allow_short_interval: bool = False   # tests only: permit min_interval_s < 10
 
     def __post_init__(self):
@@ -166,6 +178,7 @@ class Decision:
     reason: Optional[str] = None
     log: Optional[tuple] = None
     follow: bool = True
+    probe: bool = False              # rule 10: send the peer one UDP probe request now
 
 
 NOTHING = Decision()
@@ -222,6 +235,9 @@ class RestartPolicy:
         self._own_start_at: Optional[float] = None       # our initiator handshake, not done
         self._yielded_at: Optional[float] = None         # we followed a crossed start
         self._suppressed_logged_at: Optional[float] = None
+        self._valid = False                              # the current session completed
+        self._sent_at: Optional[float] = None            # we last sent data through it
+        self._silence_probe_at: Optional[float] = None   # rule 10's probe went out
         # counters
         self.restarts = 0
         self.last_restart_reason: Optional[str] = None
@@ -261,6 +277,11 @@ class RestartPolicy:
         it once per burst, before reporting the burst's failures."""
         self._last_valid_at = now
         self._pending = None
+        self._silence_probe_at = None
+
+    def data_sent(self, now: float) -> None:
+        """Called when we sent data records through the tunnel (once per burst is enough)."""
+        self._sent_at = now
 
     def wanted(self, now: float) -> Decision:
         """Called when we want to send through the tunnel (tinc's try_sptps, also when the key
@@ -300,6 +321,7 @@ class RestartPolicy:
         self._grace_until = now + self.config.grace_s
         self._streak = 0
         self._delay = self.config.min_interval_s
+        self._valid = True
 
     def rekey_started(self, now: float) -> None:
         """Called when a rekey begins on a valid session: ours (KeyExpire, force_kex) or the
@@ -319,6 +341,8 @@ class RestartPolicy:
         self._pending = None
         self._handshake_since = None
         self._own_start_at = self._yielded_at = None
+        self._valid = False
+        self._sent_at = self._silence_probe_at = None
 
     # --- timers -------------------------------------------------------------------------
 
@@ -329,16 +353,22 @@ class RestartPolicy:
         w = self._watchdog_due()
         if w is not None:
             times.append(w)
+        s = self._silence_due()
+        if s is not None:
+            times.append(s)
         return min(times) if times else None
 
     def handle_deadline(self, now: float) -> Decision:
         """Called when next_deadline() has passed: a pending error or the watchdog may restart
-        the session now."""
+        the session now; rule 10 may ask for a probe or report silence."""
         if self._pending is not None:
             d = self._decide(now, from_deadline=True)
             if d.restart:
                 return d
-        return self._watchdog(now)
+        d = self._watchdog(now)
+        if d.restart:
+            return d
+        return self._silence(now)
 
     # --- state for the control interface --------------------------------------------------
 
@@ -359,6 +389,8 @@ class RestartPolicy:
     # --- the rules ----------------------------------------------------------------------
 
     def _session_changed(self, now):
+        self._valid = False
+        self._silence_probe_at = None
         self._last_start_at = now
         self._handshake_since = now
         self._grace_until = now + self.config.grace_s
@@ -412,6 +444,35 @@ class RestartPolicy:
             return None
         self._suppressed_logged_at = now
         return (LOG_PROTOCOL, text)
+
+    def _last_life(self) -> float:
+        """The last sign of life of the current session: a valid record, else its start."""
+        times = [t for t in (self._last_valid_at, self._last_start_at) if t is not None]
+        return max(times) if times else float("-inf")
+
+    def _silence_due(self) -> Optional[float]:
+        """Rule 10's next step: when to probe, or when the probe has had its time."""
+        if not self._valid or self._sent_at is None or self._sent_at <= self._last_life():
+            return None
+        if self._silence_probe_at is not None:
+            return self._silence_probe_at + self.config.silence_probe_s
+        # After a quiet spell the first data sent starts the watch: probe S after the last
+        # life, but not before there was something to answer.
+        return max(self._last_life() + self.config.silence_s, self._sent_at)
+
+    def _silence(self, now) -> Decision:
+        due = self._silence_due()
+        if due is None or now < due:
+            return NOTHING
+        if self._silence_probe_at is None:
+            self._silence_probe_at = now
+            return Decision(probe=True)
+        # The probe went unanswered: count the silence as an error (rules 1-4 decide).
+        self._silence_probe_at = None
+        self._sent_at = None              # the next data sent starts a new watch
+        since = self._last_life()
+        return self.receive_failed(now, KIND_SILENT, PATH_UDP,
+                                   f"nothing for {now - since:.0f} s, probe unanswered")
 
     def _watchdog_due(self) -> Optional[float]:
         since = self._handshake_since

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 from tincapp import b64
 from tincapp.datapath import compress
 from tincapp.datapath import restart
-from tincapp.datapath.pmtu import PathMtu, PmtuConfig
+from tincapp.datapath.pmtu import MIN_PROBE_SIZE, PathMtu, PmtuConfig, build_probe_request
 from tincapp.datapath.restart import RestartConfig, RestartPolicy
 from tincapp.errors import Base64Error, SptpsError, TincappError, WireError
 from tincapp.mesh.graph import SockAddr, option_version
@@ -309,6 +309,9 @@ class DataPlane:
         """Carry out a restart policy decision."""
         if decision.log is not None:
             self._log(*decision.log)
+        if decision.probe:
+            # Rule 10: a live peer answers this, a silent one shows it is gone.
+            self._send_probe(t, build_probe_request(MIN_PROBE_SIZE, self._rng), now)
         if decision.restart:
             t.session = None
             t.waitingforkey = False
@@ -698,6 +701,7 @@ class DataPlane:
         output (an automatic rekey) and tunnel upkeep, as send_frame does per frame."""
         t.counters.out_packets += packets
         t.counters.out_bytes += frame_bytes
+        t.policy.data_sent(now)
         self._send_records(t, t.session.pop_outgoing(), now)
         self.try_tx(t.name, True, now)
 
@@ -909,6 +913,7 @@ class DataPlane:
             self._actions.append(SendPacket(to_name, bytes(frame)))
         elif t.session is not None and t.session.handshake_done:
             datagram = t.session.seal_record(type, payload)
+            t.policy.data_sent(now)
             self._send_datagram(to_name, self.myself, type, datagram, now)
             self._send_records(t, t.session.pop_outgoing(), now)
         self.try_tx(to_name, True, now)
