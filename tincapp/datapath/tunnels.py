@@ -213,6 +213,20 @@ class DataPlane:
         out, self._actions = self._actions, []
         return out
 
+    def reconfigure(self, *, my_options: int, compression: int, mode: str, forwarding: str,
+                    pmtu_config, udp_info_interval_s: float,
+                    mtu_info_interval_s: float) -> None:
+        """Called on reload with the settings tinc re-reads (setup_myself_reloadable)."""
+        self.my_options = my_options
+        self.compression = compression
+        self.switch_mode = mode != "router"
+        self.forwarding = forwarding
+        self._pmtu_config = pmtu_config
+        for t in self.tunnels.values():
+            t.pmtu.config = pmtu_config
+        self.udp_info_interval_s = udp_info_interval_s
+        self.mtu_info_interval_s = mtu_info_interval_s
+
     def tunnel(self, name: str) -> Tunnel:
         t = self.tunnels.get(name)
         if t is None:

@@ -782,11 +782,9 @@ class Daemon:
             return errno.EINVAL
         now = self.now()
         # COMPAT: setup_myself_reloadable. PingInterval/PingTimeout are not among them.
-        # TODO(#4): the data-plane ones (Mode, Forwarding, DirectOnly, LocalDiscovery,
-        # UDPDiscovery*, MTUInfoInterval, UDPInfoInterval, KeyExpire, MACExpire, DecrementTTL,
-        # Broadcast, PriorityInheritance, Proxy) once the data plane reads them from here.
         new = _keep_unreloadable(self.config, new)
         self.config = new
+        self.dataplane.reload(new, self._my_options())
         self.autoconnect.enabled = new.auto_connect
         self.outgoing.max_timeout_s = new.max_timeout_s
         self.tarpit.max_burst = new.max_connection_burst

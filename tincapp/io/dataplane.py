@@ -128,6 +128,32 @@ class DataPlaneShell:
         self._tick_at = None
         self._rekey_at = None
 
+    @staticmethod
+    def _pmtu_config(cfg):
+        return PmtuConfig(
+            udp_discovery=cfg.udp_discovery,
+            udp_discovery_keepalive_interval_s=cfg.udp_discovery_keepalive_interval_s,
+            udp_discovery_interval_s=cfg.udp_discovery_interval_s,
+            udp_discovery_timeout_s=cfg.udp_discovery_timeout_s,
+            ping_interval_s=cfg.ping_interval_s, local_discovery=cfg.local_discovery)
+
+    def reload(self, cfg, my_options):
+        """Called on RELOAD with the new configuration: re-apply what tinc's
+        setup_myself_reloadable re-reads (routing, forwarding, discovery, intervals,
+        compression, MACExpire, KeyExpire from the next rekey on). The device and the
+        sockets stay as they are, as in tinc."""
+        self.core.reconfigure(
+            my_options=my_options, compression=cfg.compression, mode=cfg.mode,
+            forwarding=cfg.forwarding, pmtu_config=self._pmtu_config(cfg),
+            udp_info_interval_s=cfg.udp_info_interval_s,
+            mtu_info_interval_s=cfg.mtu_info_interval_s)
+        r = self.router
+        r.mode, r.forwarding, r.direct_only = cfg.mode, cfg.forwarding, cfg.direct_only
+        r.decrement_ttl, r.broadcast = cfg.decrement_ttl, cfg.broadcast
+        r.mac_expire_s, r.priority_inheritance = cfg.mac_expire_s, cfg.priority_inheritance
+        self.fast = r.mode == "router" and self.device.tun
+        self._cache_epoch = None          # routing decisions may differ now
+
     @classmethod
     def create(cls, daemon, my_options):
         """The device, the tunnel core and the router for `daemon`'s configuration (the node
@@ -135,12 +161,7 @@ class DataPlaneShell:
         cfg = daemon.config
         node = daemon.node
         device = Device.open(cfg)
-        pmtu_config = PmtuConfig(
-            udp_discovery=cfg.udp_discovery,
-            udp_discovery_keepalive_interval_s=cfg.udp_discovery_keepalive_interval_s,
-            udp_discovery_interval_s=cfg.udp_discovery_interval_s,
-            udp_discovery_timeout_s=cfg.udp_discovery_timeout_s,
-            ping_interval_s=cfg.ping_interval_s, local_discovery=cfg.local_discovery)
+        pmtu_config = cls._pmtu_config(cfg)
         core = DataPlane(
             cfg.name, graph=node.graph,
             has_connection=lambda name: node.connection_for(name) is not None,
