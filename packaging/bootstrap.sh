@@ -73,4 +73,10 @@ if [ "${TINCAPP_SKIP_FREEZE:-0}" != 1 ] && [ "${TINCAPP_SKIP_STATIC:-0}" != 1 ];
         "$VENV/bin/python" packaging/openwrt/build-ipk.py >/dev/null
     fi
 fi
+if [ "${TINCAPP_SKIP_FREEZE:-0}" != 1 ] && [ "${TINCAPP_SKIP_AARCH64:-0}" != 1 ] \
+        && [ "$(id -u)" = 0 ] && [ "$(uname -m)" = x86_64 ]; then
+    # dist/aarch64/tincapp-static, the aarch64_generic .ipk and .img, built in a Debian
+    # arm64 root under qemu (~16 min from nothing, ~7 min after a source change, 3 s if current)
+    bash packaging/aarch64/build.sh
+fi
 log "built: $(ls dist/tincapp 2>/dev/null || echo 'extensions only')"
