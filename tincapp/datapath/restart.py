@@ -86,6 +86,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from tincapp.datapath import batch
 from tincapp.errors import DecryptError, HandshakeError, ReplayError, WireError
 
 # Receive paths (meta-protocol.md 7): what the caller passes as `path`.
@@ -138,13 +139,15 @@ def classify(error) -> str:
     return KIND_STATE
 
 
+_SLOT_KINDS = {batch.SLOT_BAD_TAG: KIND_BAD_TAG, batch.SLOT_SHORT: KIND_SHORT,
+               batch.SLOT_REPLAYED: KIND_REPLAYED, batch.SLOT_FUTURE: KIND_FUTURE,
+               batch.SLOT_TOO_BIG: KIND_TOO_BIG, batch.SLOT_BAD_TYPE: KIND_BAD_TYPE}
+
+
 def kind_of_slot(status: int) -> Optional[str]:
     """The kind for a PacketBatch slot status after SptpsSession.open_batch (None: not an
     error)."""
-    from tincapp.datapath import batch
-    return {batch.SLOT_BAD_TAG: KIND_BAD_TAG, batch.SLOT_SHORT: KIND_SHORT,
-            batch.SLOT_REPLAYED: KIND_REPLAYED, batch.SLOT_FUTURE: KIND_FUTURE,
-            batch.SLOT_TOO_BIG: KIND_TOO_BIG, batch.SLOT_BAD_TYPE: KIND_BAD_TYPE}.get(status)
+    return _SLOT_KINDS.get(status)
 
 
 @dataclass(frozen=True)
