@@ -95,6 +95,14 @@ def send_all(sock, dst, n, size=64):
         sock.sendto(datagram(i, size), dst)
 
 
+SO_MEMINFO, SK_MEMINFO_DROPS = 55, 8     # linux/sock_diag.h: the socket's own drop counter
+
+
+def receive_drops(sock):
+    """Datagrams the kernel dropped because sock's receive queue was full."""
+    return struct.unpack("9I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))[SK_MEMINFO_DROPS]
+
+
 def receive_all(sock, idle_s=0.3, limit_s=10.0):
     """[(data, source, arrival time)] until nothing has come for idle_s."""
     out = []
@@ -438,8 +446,12 @@ def test_forwarding_rate(net, relay):
         thread.join()
         forwarded = delta(relay, before, "a>b", "forwarded")
         rate = forwarded / (got[-1][2] - got[0][2])
-        print(f"relay forwarded {forwarded} of {sent[0]} datagrams: {rate:.0f}/s")
-        assert len(got) == forwarded
+        overflowed = receive_drops(sb)
+        print(f"relay forwarded {forwarded} of {sent[0]} datagrams: {rate:.0f}/s"
+              f" ({overflowed} overflowed the receiver's queue)")
+        # On a busy machine our receiving thread can fall behind; the kernel counts what it
+        # then drops, so every forwarded datagram is still accounted for.
+        assert len(got) + overflowed == forwarded
         assert rate > 10000
 
 
