@@ -423,9 +423,9 @@ def test_relay_exits_on_sigterm_and_when_its_owner_goes():
                                                       "b": config["links"][0]["a"]}]})
 
 
-def test_forwarding_rate(net, relay):
-    """Datagrams per second the relay forwards with no impairment (printed; the bound is
-    loose because the machine is shared)."""
+def test_unimpaired_forwarding_delivers_every_datagram(net, relay):
+    """Every datagram the relay forwards with no impairment arrives; the rate is printed
+    (how fast is for bench/, not for a test on a shared machine)."""
     ns, _ = net
     sa, sb = udp_in(ns, "a", A, PA), udp_in(ns, "b", B, PB)
     with sa, sb:
@@ -451,8 +451,7 @@ def test_forwarding_rate(net, relay):
               f" ({overflowed} overflowed the receiver's queue)")
         # On a busy machine our receiving thread can fall behind; the kernel counts what it
         # then drops, so every forwarded datagram is still accounted for.
-        assert len(got) + overflowed == forwarded
-        assert rate > 10000
+        assert forwarded > 0 and len(got) + overflowed == forwarded
 
 
 # --- two tincapp daemons through the relay -----------------------------------------------------
