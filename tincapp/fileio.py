@@ -1,15 +1,22 @@
-"""Atomic file writes for configuration files (hosts/, tinc.conf, invitations, caches).
+"""Atomic file writes, the one way tincapp replaces a file: configuration (hosts/, tinc.conf,
+invitations), key files, address caches, encrypted conversions, firmware state and images.
 
 Readers see the old file or the new one, never a mix; a failure leaves the old file and no
-temporary file behind. Key files have their own writer in keys.py (it must never widen modes).
+temporary file behind; once a write returns, the rename itself is on disk.
 """
+import contextlib
 import os
 
 
-def atomic_write(path, data, mode=None, default_mode=0o644):
-    """Replace path with data atomically: O_EXCL temp file in the same directory (keeping the
-    old file's mode, else default_mode minus the umask), fsync, rename. OSError on failure,
-    and then path is untouched and no temporary file is left."""
+@contextlib.contextmanager
+def atomic_output(path, mode=None, default_mode=0o644):
+    """A binary file for path's new content. When the with block ends cleanly it is fsynced,
+    renamed over path, and the directory is fsynced.
+
+    mode: the final mode, exactly (a private key's 0600 whatever the umask); None keeps the
+    old file's mode, else default_mode minus the umask. The temporary file is created 0600 in
+    the same directory with O_EXCL, so nobody else can read it before its mode is set.
+    OSError on failure, and then path is untouched and no temporary file is left."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if mode is None:
@@ -17,27 +24,13 @@ def atomic_write(path, data, mode=None, default_mode=0o644):
             mode = os.stat(path).st_mode & 0o7777
         except FileNotFoundError:
             mode = default_mode & ~_umask()
-    tmp = None
-    for _ in range(100):
-        candidate = os.path.join(directory,
-                                 f".{os.path.basename(path)}.{os.urandom(4).hex()}.tmp")
-        try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            continue
-        tmp = candidate
-        break
-    if tmp is None:
-        raise FileExistsError(f"no free temporary file name next to {path}")
+    fd, tmp = _create_temp(directory, os.path.basename(path))
     try:
-        try:
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)
+            yield out
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -45,6 +38,17 @@ def atomic_write(path, data, mode=None, default_mode=0o644):
         except OSError:
             pass
         raise
+    try:
+        fsync_dir(directory)
+    except OSError as e:
+        raise OSError(e.errno, f"written, but syncing its directory failed: {e.strerror}",
+                      directory) from e
+
+
+def atomic_write(path, data, mode=None, default_mode=0o644):
+    """Replace path by data atomically (atomic_output says how)."""
+    with atomic_output(path, mode, default_mode) as out:
+        out.write(data)
 
 
 def append_atomic(path, data, default_mode=0o644):
@@ -57,6 +61,25 @@ def append_atomic(path, data, default_mode=0o644):
     if old and not old.endswith(b"\n"):
         old += b"\n"
     atomic_write(path, old + data, default_mode=default_mode)
+
+
+def fsync_dir(directory):
+    """Make a rename or a new entry in directory survive a crash."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _create_temp(directory, name):
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{name}.{os.urandom(4).hex()}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name next to {os.path.join(directory, name)}")
 
 
 def _umask():

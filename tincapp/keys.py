@@ -18,7 +18,7 @@ import logging
 import os
 import stat
 
-from tincapp import b64
+from tincapp import b64, fileio
 from tincapp.config import secrets
 from tincapp.config.parse import parse_text
 from tincapp.errors import Base64Error, ConfigError, KeyFileError
@@ -267,59 +267,13 @@ def read_public_key(path, key=None) -> bytes:
     return public_key_from_host_text(text, str(path))
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path, data: bytes, mode: int, exact_mode: bool) -> None:
-    """Replace path by a file holding data, so readers see the old or the new file, never a mix.
-
-    The temporary file is created with O_EXCL and its final mode already in place (so a
-    private key is never readable by others, not even briefly), fsynced, renamed over path,
-    and the directory is fsynced so the rename survives a crash.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    for _ in range(100):
-        tmp = os.path.join(directory, f".{base}.{os.urandom(6).hex()}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
-                         mode)
-            break
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise KeyFileError(f"{path}: cannot create temporary file: {e.strerror or e}") from e
-    else:
-        raise KeyFileError(f"{path}: cannot find a free temporary file name")
+    """Replace path by a file holding data (fileio.atomic_write: readers see the old or the
+    new file; a private key gets exactly `mode` before it holds anything)."""
     try:
-        try:
-            if exact_mode:
-                # The umask may have removed owner bits; restore exactly 0600 (never wider).
-                os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        fileio.atomic_write(path, data, mode=mode if exact_mode else None, default_mode=mode)
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise KeyFileError(f"{path}: cannot write key file: {e.strerror or e}") from e
-    try:
-        _fsync_dir(directory)
-    except OSError as e:
-        raise KeyFileError(
-            f"{path}: written, but syncing its directory failed: {e.strerror or e}") from e
+        raise KeyFileError(f"{os.fspath(path)}: cannot write key file: {e.strerror or e}") from e
 
 
 def write_private_key(path, key: PrivateKey) -> None:

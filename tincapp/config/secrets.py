@@ -515,9 +515,7 @@ def plan_conversion(paths, key, encrypting: bool) -> list[tuple[FileChange, byte
 
 
 def replace_file(path, data: bytes) -> None:
-    """Atomically replace path by data keeping its mode (never wider) and owner: temporary
-    file created 0600, fsynced, renamed; then the directory is fsynced so the rename
-    survives a crash."""
+    """Atomically replace path by data (fileio.atomic_write) keeping its mode and owner."""
     st = os.lstat(path)
     try:
         atomic_write(path, data, mode=stat.S_IMODE(st.st_mode))
@@ -526,15 +524,6 @@ def replace_file(path, data: bytes) -> None:
             os.chown(path, st.st_uid, st.st_gid)
     except OSError as e:
         raise SecretsError(f"cannot write: {e.strerror or e}", path) from e
-    try:
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise SecretsError(f"written, but syncing its directory failed: {e.strerror or e}",
-                           path) from e
 
 
 def convert_network(confbase: str, key, encrypting: bool, everything: bool = False,

@@ -27,7 +27,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from tincapp import b64, keys
+from tincapp import b64, fileio, keys
 from tincapp.errors import KeyFileError, TincappError
 from tincapp.sptps import crypto
 
@@ -425,33 +425,21 @@ def encode_head(manifest: Manifest, key) -> bytes:
 
 
 def build(out_path, sources, *, version, arch, key, build_time=0, progress=None) -> Manifest:
-    """Write a signed image of sources to out_path atomically (temp file, fsync, rename).
+    """Write a signed image of sources to out_path atomically (fileio.atomic_output).
 
     progress(done_bytes_delta) is called as member bytes are copied.
     """
     manifest = make_manifest(sources, version, arch, build_time)
-    out_path = os.fspath(out_path)
-    tmp = f"{out_path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as out:
-            out.write(encode_head(manifest, key))
-            for s, member in zip(sources, manifest.members):
-                digest = hashlib.sha256()
-                with open(s.path, "rb") as f:
-                    while chunk := f.read(CHUNK_LEN):
-                        digest.update(chunk)
-                        out.write(chunk)
-                        if progress:
-                            progress(len(chunk))
-                if digest.hexdigest() != member.sha256:
-                    raise ImageError(f"{s.path} changed while the image was being built")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with fileio.atomic_output(out_path) as out:
+        out.write(encode_head(manifest, key))
+        for s, member in zip(sources, manifest.members):
+            digest = hashlib.sha256()
+            with open(s.path, "rb") as f:
+                while chunk := f.read(CHUNK_LEN):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    if progress:
+                        progress(len(chunk))
+            if digest.hexdigest() != member.sha256:
+                raise ImageError(f"{s.path} changed while the image was being built")
     return manifest

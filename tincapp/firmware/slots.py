@@ -38,14 +38,6 @@ def other(slot):
     return "b" if slot == "a" else "a"
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class Slots:
     """One root directory's layout and state. Methods that change things expect lock()."""
 
@@ -111,7 +103,6 @@ class Slots:
         fileio.atomic_write(self.state_path,
                             json.dumps(state, sort_keys=True, indent=1).encode() + b"\n",
                             default_mode=0o644)
-        _fsync_dir(self.root)
 
     # --- current link --------------------------------------------------------------------------
 
@@ -135,7 +126,7 @@ class Slots:
             pass
         os.symlink(f"slots/{slot}", tmp)
         os.replace(tmp, self.current_link)
-        _fsync_dir(self.root)
+        fileio.fsync_dir(self.root)
 
     # --- slot contents -------------------------------------------------------------------------
 
@@ -234,11 +225,11 @@ class Slots:
         fileio.atomic_write(os.path.join(staging, IMAGE_HEAD), expected_head.raw,
                             default_mode=0o644)
         for dirpath, _, _ in os.walk(staging):
-            _fsync_dir(dirpath)
+            fileio.fsync_dir(dirpath)
         final = self.slot_dir(slot)
         shutil.rmtree(final, ignore_errors=True)
         os.rename(staging, final)
-        _fsync_dir(self.slots_dir)
+        fileio.fsync_dir(self.slots_dir)
 
     # --- recovery ------------------------------------------------------------------------------
 

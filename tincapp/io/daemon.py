@@ -25,7 +25,7 @@ from collections import deque
 from tincapp import control
 from tincapp.config import netconf
 from tincapp.errors import ConfigError
-from tincapp.fileio import append_atomic
+from tincapp.fileio import append_atomic, atomic_write
 from tincapp.io.controllog import ControlLogHandler
 from tincapp.io.dataplane import DataPlaneShell, DeviceError
 from tincapp.io.scripts import ScriptRunner
@@ -734,19 +734,12 @@ class Daemon:
             return
         self.log(DEBUG_CONNECTIONS, f"Caching recent address for {name}")
         path = self._cache_path(name)
-        tmp = f"{path}.{os.getpid()}.tmp"
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(cache.encode())
-            os.replace(tmp, path)
+            atomic_write(path, cache.encode())
         except OSError as e:
             # COMPAT: tinc ignores a cache it cannot write; the in-memory list still counts.
             self.log(DEBUG_CONNECTIONS, f"Could not write address cache {path}: {e}")
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
     def _candidates(self, name):
         """Addresses to try, in tinc's order: cached ones, then where other nodes see the
