@@ -683,105 +683,13 @@ cdef inline bint _ends_burst(int e) noexcept nogil:
 
 
 cdef tuple _send(int fd, batch, sockaddr_in6* addrs, bint one_dest, bint connected,
-                 Py_ssize_t start, Py_ssize_t stop, size_t offset):
+                 bint gso, Py_ssize_t start, Py_ssize_t stop, size_t offset):
     # sendmmsg() the OK slots of [start, stop): to addrs[i] for slot i, or to addrs[0] for
     # all if one_dest, or to the connected peer. Returns (sent, errno of the first failure).
-    cdef _Slots sl
-    cdef uint8_t* buf
-    cdef uint32_t* lens
-    cdef uint8_t* stat
-    cdef Py_ssize_t stride = batch.slot_size
-    cdef Py_ssize_t i, m = 0, done = 0, sent = 0, chunk
-    cdef int r, e, first_err = 0
-    cdef mmsghdr* msgs
-    cdef iovec* iov
-    cdef Py_ssize_t* slot
-    _open_slots(batch, &sl)
-    buf, lens, stat = sl.buf, sl.lens, sl.stat
-    try:
-        _check_offset(offset, stride)
-        stop = _clamp_stop(stop, batch.count)
-        if start < 0:
-            start = 0
-        if stop <= start:
-            return 0, 0
-        msgs = <mmsghdr*>calloc(stop - start, sizeof(mmsghdr))
-        iov = <iovec*>calloc(stop - start, sizeof(iovec))
-        slot = <Py_ssize_t*>calloc(stop - start, sizeof(Py_ssize_t))
-        if msgs == NULL or iov == NULL or slot == NULL:
-            free(msgs)
-            free(iov)
-            free(slot)
-            raise MemoryError()
-        try:
-            with nogil:  # buf/lens/stat pinned by _open_slots, addrs by the caller
-                for i in range(start, stop):
-                    if stat[i] != SLOT_OK:
-                        continue
-                    if lens[i] < offset:       # shorter than its headroom: not a datagram
-                        stat[i] = SLOT_EMPTY
-                        continue
-                    iov[m].iov_base = <void*>(&buf[i * stride] + offset)
-                    iov[m].iov_len = lens[i] - offset
-                    if not connected:
-                        msgs[m].msg_hdr.msg_name = &addrs[0] if one_dest else &addrs[i]
-                        msgs[m].msg_hdr.msg_namelen = _addr_len(msgs[m].msg_hdr.msg_name)
-                    msgs[m].msg_hdr.msg_iov = &iov[m]
-                    msgs[m].msg_hdr.msg_iovlen = 1
-                    slot[m] = i
-                    m += 1
-                # sendmmsg stops at the first datagram that fails; it reports that error only
-                # when it is the first of the call. Skip a datagram the network refuses (marking
-                # its slot) and go on; a full buffer (EAGAIN/ENOBUFS) ends the burst.
-                while done < m:
-                    chunk = m - done
-                    if chunk > _UIO_MAXIOV:
-                        chunk = _UIO_MAXIOV
-                    r = sendmmsg(fd, msgs + done, <unsigned int>chunk, MSG_DONTWAIT)
-                    if r > 0:
-                        done += r
-                        sent += r
-                        continue
-                    if r == 0:
-                        break
-                    e = errno
-                    if e == EINTR:
-                        continue
-                    if first_err == 0:
-                        first_err = e
-                    if _ends_burst(e):
-                        break
-                    stat[slot[done]] = SLOT_TOO_BIG if e == EMSGSIZE else SLOT_EMPTY
-                    done += 1
-        finally:
-            free(msgs)
-            free(iov)
-            free(slot)
-        return sent, first_err
-    finally:
-        _close_slots(&sl)
-
-
-def send_burst(int fd, batch, UdpAddresses addrs not None, Py_ssize_t start=0,
-               Py_ssize_t stop=-1, size_t offset=0):
-    """sendmmsg() bytes [offset, lengths[i]) of each OK slot in [start, stop) (stop -1:
-    batch.count) from non-blocking UDP socket `fd` to addrs slot i; other slots are skipped.
-    Returns (sent, errno): errno is 0, or that of the first datagram that failed. A datagram
-    refused by the network is marked (status TOO_BIG for EMSGSIZE, the PMTU signal; EMPTY
-    otherwise) and the burst goes on; EAGAIN/ENOBUFS (socket buffer full) end the burst and
-    mark nothing: the OK slots after the `sent` sent ones were not sent."""
-    cdef Py_ssize_t end = _clamp_stop(stop, batch.count)
-    if end > addrs.capacity:
-        raise ValueError(f"batch slots up to {end} but only {addrs.capacity} addresses")
-    return _send(fd, batch, addrs.addrs, False, False, start, stop, offset)
-
-
-cdef tuple _send_gso(int fd, batch, sockaddr_in6* dest, bint connected, Py_ssize_t start,
-                     Py_ssize_t stop, size_t offset):
-    # Like _send to one destination, but each run of consecutive OK slots of one size (the
-    # run's last may be shorter) goes out as one UDP_SEGMENT super-datagram that the kernel
-    # (or the NIC) cuts into the same datagrams. A run the kernel refuses is resent one
-    # datagram at a time, so per-datagram errors (EMSGSIZE) are reported as by _send.
+    # gso (one destination only): each run of consecutive OK slots of one size (the run's
+    # last may be shorter) goes out as one UDP_SEGMENT super-datagram that the kernel (or the
+    # NIC) cuts into the same datagrams. A run the kernel refuses is resent one datagram at a
+    # time, so per-datagram errors (EMSGSIZE) are reported as without gso.
     cdef _Slots sl
     cdef uint8_t* buf
     cdef uint32_t* lens
@@ -795,9 +703,10 @@ cdef tuple _send_gso(int fd, batch, sockaddr_in6* dest, bint connected, Py_ssize
     cdef iovec* iov
     cdef Py_ssize_t* slot
     cdef Py_ssize_t* first_iov
-    cdef uint8_t* ctrl
+    cdef uint8_t* ctrl = NULL
     cdef cmsghdr* c
     cdef msghdr one
+    gso = gso and one_dest
     _open_slots(batch, &sl)
     buf, lens, stat = sl.buf, sl.lens, sl.stat
     try:
@@ -811,13 +720,16 @@ cdef tuple _send_gso(int fd, batch, sockaddr_in6* dest, bint connected, Py_ssize
         iov = <iovec*>calloc(stop - start, sizeof(iovec))
         slot = <Py_ssize_t*>calloc(stop - start, sizeof(Py_ssize_t))
         first_iov = <Py_ssize_t*>calloc(stop - start + 1, sizeof(Py_ssize_t))
-        ctrl = <uint8_t*>calloc(stop - start, _CTRL_LEN)
-        if msgs == NULL or iov == NULL or slot == NULL or first_iov == NULL or ctrl == NULL:
+        if gso:
+            ctrl = <uint8_t*>calloc(stop - start, _CTRL_LEN)
+        if (msgs == NULL or iov == NULL or slot == NULL or first_iov == NULL
+                or (gso and ctrl == NULL)):
             free(msgs); free(iov); free(slot); free(first_iov); free(ctrl)
             raise MemoryError()
         try:
-            with nogil:  # buf/lens/stat pinned by _open_slots, dest by the caller
-                # group the OK slots into runs: iov[first_iov[g] : first_iov[g + 1]] is run g
+            with nogil:  # buf/lens/stat pinned by _open_slots, addrs by the caller
+                # group the OK slots into messages: iov[first_iov[g] : first_iov[g + 1]] is
+                # message g, one datagram each unless gso makes runs
                 for i in range(start, stop):
                     if stat[i] != SLOT_OK:
                         continue
@@ -831,7 +743,7 @@ cdef tuple _send_gso(int fd, batch, sockaddr_in6* dest, bint connected, Py_ssize
                         g += 1
                         seg = n
                         total = 0
-                        open_run = n > 0      # a zero-length datagram cannot be a segment
+                        open_run = gso and n > 0  # a zero-length datagram cannot be a segment
                     elif n < seg:
                         open_run = False      # only a run's last segment may be shorter
                     total += n
@@ -842,8 +754,9 @@ cdef tuple _send_gso(int fd, batch, sockaddr_in6* dest, bint connected, Py_ssize
                 first_iov[g] = m
                 for k in range(g):
                     if not connected:
-                        msgs[k].msg_hdr.msg_name = dest
-                        msgs[k].msg_hdr.msg_namelen = _addr_len(dest)
+                        msgs[k].msg_hdr.msg_name = (&addrs[0] if one_dest
+                                                    else &addrs[slot[first_iov[k]]])
+                        msgs[k].msg_hdr.msg_namelen = _addr_len(msgs[k].msg_hdr.msg_name)
                     msgs[k].msg_hdr.msg_iov = &iov[first_iov[k]]
                     msgs[k].msg_hdr.msg_iovlen = first_iov[k + 1] - first_iov[k]
                     if msgs[k].msg_hdr.msg_iovlen > 1:
@@ -854,6 +767,9 @@ cdef tuple _send_gso(int fd, batch, sockaddr_in6* dest, bint connected, Py_ssize
                         c.cmsg_type = UDP_SEGMENT
                         c.cmsg_len = CMSG_LEN(sizeof(uint16_t))
                         (<uint16_t*>CMSG_DATA(c))[0] = <uint16_t>iov[first_iov[k]].iov_len
+                # sendmmsg stops at the first message that fails; it reports that error only
+                # when it is the first of the call. Skip a datagram the network refuses
+                # (marking its slot) and go on; a full buffer (EAGAIN/ENOBUFS) ends the burst.
                 while done < g and not stopped:
                     chunk = g - done
                     if chunk > _UIO_MAXIOV:
@@ -907,6 +823,20 @@ cdef tuple _send_gso(int fd, batch, sockaddr_in6* dest, bint connected, Py_ssize
         _close_slots(&sl)
 
 
+def send_burst(int fd, batch, UdpAddresses addrs not None, Py_ssize_t start=0,
+               Py_ssize_t stop=-1, size_t offset=0):
+    """sendmmsg() bytes [offset, lengths[i]) of each OK slot in [start, stop) (stop -1:
+    batch.count) from non-blocking UDP socket `fd` to addrs slot i; other slots are skipped.
+    Returns (sent, errno): errno is 0, or that of the first datagram that failed. A datagram
+    refused by the network is marked (status TOO_BIG for EMSGSIZE, the PMTU signal; EMPTY
+    otherwise) and the burst goes on; EAGAIN/ENOBUFS (socket buffer full) end the burst and
+    mark nothing: the OK slots after the `sent` sent ones were not sent."""
+    cdef Py_ssize_t end = _clamp_stop(stop, batch.count)
+    if end > addrs.capacity:
+        raise ValueError(f"batch slots up to {end} but only {addrs.capacity} addresses")
+    return _send(fd, batch, addrs.addrs, False, False, False, start, stop, offset)
+
+
 def send_to_one(int fd, batch, host, int port, Py_ssize_t start=0, Py_ssize_t stop=-1,
                 size_t offset=0, *, bint map_v4=False, bint gso=False):
     """send_burst with one destination (host, port) for every slot; host None sends on a
@@ -916,9 +846,7 @@ def send_to_one(int fd, batch, host, int port, Py_ssize_t start=0, Py_ssize_t st
     cdef sockaddr_in6 a
     if host is not None:
         _parse_addr(host, port, map_v4, &a)
-    if gso:
-        return _send_gso(fd, batch, &a, host is None, start, stop, offset)
-    return _send(fd, batch, &a, True, host is None, start, stop, offset)
+    return _send(fd, batch, &a, True, host is None, gso, start, stop, offset)
 
 
 def _strerror(int err):
