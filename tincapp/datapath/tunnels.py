@@ -65,6 +65,15 @@ def node_id(name: str) -> bytes:
     return hashlib.sha512(name.encode()).digest()[:NODE_ID_LEN]
 
 
+def _sptps_data(text: str) -> bytes:
+    """The bytes of a base64 SPTPS argument; b"" (which callers refuse, as tinc refuses an
+    empty one) when it is not base64."""
+    try:
+        return b64.decode(text)
+    except Base64Error:
+        return b""
+
+
 def tunnel_label(initiator: str, responder: str) -> bytes:
     """COMPAT: the label includes the terminating NUL (tinc passes sizeof the buffer)."""
     return f"tinc UDP key expansion {initiator} {responder}".encode() + b"\0"
@@ -385,10 +394,7 @@ class DataPlane:
         elif isinstance(msg, ReqSptpsStart):
             self._receive_sptps_start(t, msg, now)
         elif isinstance(msg, ReqKeySptpsPacket):
-            try:
-                datagram = b64.decode(msg.argument)
-            except Base64Error:
-                datagram = b""
+            datagram = _sptps_data(msg.argument)
             if not datagram:
                 self._log(0, f"Got bad SPTPS_PACKET from {frm}: invalid SPTPS data")
                 return
@@ -403,10 +409,7 @@ class DataPlane:
             self._log(2, f"No Ed25519 key known for {t.name}; requesting it")
             self._toward(t.name, ReqPubkey(self.myself, t.name))
             return
-        try:
-            kex = b64.decode(msg.argument)
-        except Base64Error:
-            kex = b""
+        kex = _sptps_data(msg.argument)
         if not kex:
             self._log(0, f"Got bad REQ_SPTPS_START from {t.name}: invalid SPTPS data")
             return
@@ -442,10 +445,7 @@ class DataPlane:
             self._log(0, f"Node {frm} uses bogus compression level {msg.compression}!")
             return
         t.outcompression = msg.compression
-        try:
-            datagram = b64.decode(msg.key)
-        except Base64Error:
-            datagram = b""
+        datagram = _sptps_data(msg.key)
         if not datagram:
             self.receive_failed(t, restart.PATH_ANS_KEY, restart.KIND_BAD_DATA, now,
                                 "invalid key data")
@@ -480,10 +480,7 @@ class DataPlane:
         to = self.graph.node(msg.to_name)
         if to is not None and to.via is self.graph.myself:
             self.send_udp_info(self.myself, msg.from_name, now)
-        try:
-            datagram = b64.decode(msg.argument)
-        except Base64Error:
-            datagram = b""
+        datagram = _sptps_data(msg.argument)
         if not datagram:
             self._log(0, f"Got bad SPTPS_PACKET from {msg.from_name} to {msg.to_name}: "
                       "invalid SPTPS data")
