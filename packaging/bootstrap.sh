@@ -9,17 +9,7 @@ VENV=.venv
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
-apt_install() {
-    # Debian packages the build needs; installed only when missing.
-    local missing=()
-    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing Debian packages: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
+. packaging/lib.sh      # as_root, apt_install
 
 if ! command -v "$PYTHON" >/dev/null; then apt_install python3; fi
 # The namespace tests, the demo and bench_tunnel use iproute2, ping and iperf3 (as root only).

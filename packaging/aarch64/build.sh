@@ -33,16 +33,7 @@ PACKAGES=(python3 python3-venv python3-dev gcc libc6-dev liblzo2-dev patchelf bi
 log() { printf '==> [aarch64 +%ss] %s\n' "$SECONDS" "$*" >&2; }
 [ "$(id -u)" = 0 ] || { echo "$0: needs root (debootstrap, chroot, mount, binfmt_misc)" >&2; exit 1; }
 
-apt_install() {
-    local missing=()
-    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing Debian packages: ${missing[*]}"
-    apt-get update -qq
-    # --no-install-recommends: binfmt-support would register qemu for good
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null
-}
+. packaging/lib.sh      # as_root, apt_install
 
 # Everything mounted under PATH, deepest first.
 mounts_under() {
@@ -67,7 +58,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-apt_install debootstrap qemu-user-static
+# --no-install-recommends: binfmt-support would register qemu for good
+APT_NO_RECOMMENDS=1 apt_install debootstrap qemu-user-static
 # Mounts a previous, killed run may have left (kill -9 skips the trap).
 [ -d "$ROOTFS" ] && umount_under "$ROOTFS"
 binfmt_changes=$(bash packaging/aarch64/binfmt.sh register)
@@ -100,7 +92,8 @@ mkdir -p "$ROOTFS$SRC/packaging"
 rm -rf "${ROOTFS:?}$SRC/tincapp" "$ROOTFS$SRC/pyx" "$ROOTFS$SRC/packaging/static"
 # cp -a keeps the times: static/build.sh skips the build when no source is newer than its output.
 cp -a tincapp pyx setup.py "$ROOTFS$SRC/"
-cp -a packaging/tincapp.spec packaging/tincapp_entry.py packaging/static "$ROOTFS$SRC/packaging/"
+cp -a packaging/tincapp.spec packaging/tincapp_entry.py packaging/lib.sh packaging/static \
+    "$ROOTFS$SRC/packaging/"
 # (Only in the copies: build/ beside them holds the cached venv, whose .so files must stay.)
 find "$ROOTFS$SRC/tincapp" "$ROOTFS$SRC/pyx" \( -name '*.so' -o -name '__pycache__' -o -name '*.c' \) \
     -prune -exec rm -rf {} +

@@ -28,15 +28,7 @@ VENV=$WORK/venv
 STATICX_FLAGS=${STATICX_FLAGS:---strip --no-compress}
 
 log() { printf '==> [static %s +%ss] %s\n' "$ARCH" "$SECONDS" "$*" >&2; }
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-apt_install() {
-    local missing=()
-    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing Debian packages: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
+. packaging/lib.sh      # as_root, apt_install
 
 newest_src=""
 if [ -x "$OUT" ]; then
