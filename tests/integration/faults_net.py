@@ -27,9 +27,11 @@ import tempfile
 import threading
 import time
 
+from tests.integration import vpn
 from tests.integration.impair import ImpairRelay
 from tests.integration.netns import Namespaces
 from tests.integration.test_mesh_netns import Node
+from tests.integration.test_node_mesh import make_keys
 from tincapp import control, keys
 from tincapp.control import Ctl
 from tincapp.errors import TincappError
@@ -67,17 +69,6 @@ def write_node(root, name, pubs, conf, hosts, connect_to=()):
             f.write(f"Subnet = {VPN[other]}/32\n" + keys.hosts_line(pub))
 
 
-def make_keys(root, names):
-    pubs = {}
-    for name in names:
-        base = os.path.join(root, name)
-        os.makedirs(os.path.join(base, "hosts"), exist_ok=True)
-        key = keys.generate_private_key(os.urandom)
-        keys.write_private_key(os.path.join(base, "ed25519_key.priv"), key)
-        pubs[name] = key.public
-    return pubs
-
-
 class Net:
     """Namespaces, daemons and background processes; close() removes them all."""
 
@@ -96,14 +87,7 @@ class Net:
         return p
 
     def logs(self, tail=3000):
-        out = []
-        for n, node in self.nodes.items():
-            try:
-                out.append(f"===== {n}{' (reference tincd)' if node.real else ''} log tail\n"
-                           + node.read_log(tail))
-            except OSError as e:
-                out.append(f"===== {n}: {e}")
-        return "\n".join(out)
+        return vpn.log_tails(self.nodes, tail)
 
     def close(self):
         for closer in reversed(self.closers):

@@ -3,17 +3,14 @@ subscribed control connection as `18 15 <len>\\n<text>`, up to the subscriber's 
 when that is above the daemon's own (-d3 here)."""
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
 
-from tests.integration.test_node_mesh import (NAMES, Tincd, free_tcp_port, make_network,
-                                              wait_until)
+from tests.integration.test_node_mesh import loopback_daemons, wait_until
 from tincapp import control
 from tincapp.control import Ctl
 
@@ -22,16 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture
 def pair():
-    root = tempfile.mkdtemp(prefix="tincapp-log-")
-    ports = {n: free_tcp_port() for n in NAMES}
-    make_network(root, ports, {"alpha": ["beta"]})
-    daemons = {n: Tincd(root, n) for n in ("alpha", "beta")}
-    try:
+    with loopback_daemons("tincapp-log-", {"alpha": ["beta"]}, ("alpha", "beta")) as daemons:
         yield daemons
-    finally:
-        for d in daemons.values():
-            d.kill()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 class LogClient:

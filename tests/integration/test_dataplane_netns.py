@@ -46,6 +46,7 @@ import pytest
 from tests.integration import vpn
 from tests.integration.netns import Namespaces, ip, netns_unavailable
 from tests.integration.test_mesh_netns import Node
+from tests.integration.test_node_mesh import make_keys
 from tincapp import keys
 from tincapp.control import Ctl
 
@@ -73,13 +74,7 @@ STREAM_BYTES = 512 * 1024
 
 
 def write_configs(root, mode):
-    pubs = {}
-    for name in NAMES:
-        base = os.path.join(root, name)
-        os.makedirs(os.path.join(base, "hosts"))
-        key = keys.generate_private_key(os.urandom)
-        keys.write_private_key(os.path.join(base, "ed25519_key.priv"), key)
-        pubs[name] = key.public
+    pubs = make_keys(root, NAMES)
     for name in NAMES:
         base = os.path.join(root, name)
         with open(os.path.join(base, "tinc.conf"), "w") as f:
@@ -151,14 +146,7 @@ class Network:
         self.procs.append(p)
 
     def logs(self, tail=4000):
-        out = []
-        for n, node in self.nodes.items():
-            try:
-                out.append(f"===== {n}{' (reference tincd)' if node.real else ''} log tail\n"
-                           + node.read_log(tail))
-            except OSError as e:
-                out.append(f"===== {n}: {e}")
-        return "\n".join(out)
+        return vpn.log_tails(self.nodes, tail)
 
     def close(self):
         for p in self.procs:

@@ -19,6 +19,7 @@ import pytest
 from tests.integration.impair import SO_RCVBUFFORCE, ImpairRelay, RelayError, netns_socket
 from tests.integration.netns import Namespaces, netns_unavailable
 from tests.integration.test_mesh_netns import Node, wait_until
+from tests.integration.test_node_mesh import make_keys
 from tincapp import keys
 
 pytestmark = pytest.mark.skipif(netns_unavailable() is not None,
@@ -465,13 +466,7 @@ def test_tincapp_ping_through_relay(net, relay):
     relay_side = {"a": RA, "b": RB}
     vpn = {"a": "10.9.0.1", "b": "10.9.0.2"}
     try:
-        pubs = {}
-        for n in ("a", "b"):
-            base = os.path.join(root, n)
-            os.makedirs(os.path.join(base, "hosts"))
-            key = keys.generate_private_key(os.urandom)
-            keys.write_private_key(os.path.join(base, "ed25519_key.priv"), key)
-            pubs[n] = key.public
+        pubs = make_keys(root, ("a", "b"))
         for n in ("a", "b"):
             base = os.path.join(root, n)
             with open(os.path.join(base, "tinc.conf"), "w") as f:

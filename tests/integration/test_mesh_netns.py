@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.integration.netns import Namespaces, netns_unavailable
-from tests.integration.test_node_mesh import Tincd
+from tests.integration.test_node_mesh import Tincd, make_keys
 from tincapp import keys
 from tincapp.control import Ctl
 from tincapp.mesh.subnets import DEFAULT_BROADCAST_SUBNETS
@@ -155,13 +155,7 @@ def mesh(request):
         devs = {n: ns.port(n, f"{ADDR[n]}/24", "sw") for n in NAMES}
 
         def make(real=()):
-            pubs = {}
-            for name in NAMES:
-                base = os.path.join(root, name)
-                os.makedirs(os.path.join(base, "hosts"))
-                key = keys.generate_private_key(os.urandom)
-                keys.write_private_key(os.path.join(base, "ed25519_key.priv"), key)
-                pubs[name] = key.public
+            pubs = make_keys(root, NAMES)
             for name in NAMES:
                 base = os.path.join(root, name)
                 with open(os.path.join(base, "tinc.conf"), "w") as f:

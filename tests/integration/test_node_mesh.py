@@ -1,6 +1,7 @@
 """Three `tincapp tincd -D` processes on loopback form a mesh on the meta level: every node's
 control socket dumps the same nodes, edges and subnets; a killed node disappears from the
 others; restarted, it rejoins. No root needed (no device, no data plane)."""
+import contextlib
 import os
 import shutil
 import signal
@@ -27,16 +28,22 @@ def free_tcp_port():
         return s.getsockname()[1]
 
 
-def make_network(root, ports, connect_to, names=NAMES, auto_connect=()):
-    """A confbase per node; every confbase holds every node's host file. AutoConnect is off
-    except on the nodes named in `auto_connect`, so the meta graph is exactly `connect_to`."""
+def make_keys(root, names):
+    """root/NAME/hosts/ and a fresh ed25519_key.priv for each name; {name: public key}."""
     pubs = {}
     for name in names:
         base = os.path.join(root, name)
-        os.makedirs(os.path.join(base, "hosts"))
+        os.makedirs(os.path.join(base, "hosts"), exist_ok=True)
         key = keys.generate_private_key(os.urandom)
         keys.write_private_key(os.path.join(base, "ed25519_key.priv"), key)
         pubs[name] = key.public
+    return pubs
+
+
+def make_network(root, ports, connect_to, names=NAMES, auto_connect=()):
+    """A confbase per node; every confbase holds every node's host file. AutoConnect is off
+    except on the nodes named in `auto_connect`, so the meta graph is exactly `connect_to`."""
+    pubs = make_keys(root, names)
     for i, name in enumerate(names):
         base = os.path.join(root, name)
         with open(os.path.join(base, "tinc.conf"), "w") as f:
@@ -157,6 +164,21 @@ def wait_until(check, timeout, what):
 
 LINE = {"alpha": ["beta"], "beta": ["gamma"]}
 RING = {"alpha": ["beta", "gamma"], "beta": ["gamma", "alpha"], "gamma": ["alpha", "beta"]}
+
+
+@contextlib.contextmanager
+def loopback_daemons(prefix, connect_to, names=NAMES):
+    """A network of NAMES on loopback with meta links `connect_to`; yields {name: Tincd} for
+    `names` (not started), and kills them and removes everything afterwards."""
+    root = tempfile.mkdtemp(prefix=prefix)
+    make_network(root, {n: free_tcp_port() for n in NAMES}, connect_to)
+    daemons = {n: Tincd(root, n) for n in names}
+    try:
+        yield daemons
+    finally:
+        for d in daemons.values():
+            d.kill()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(params=[LINE], ids=["line"])

@@ -16,26 +16,17 @@ import time
 import pytest
 
 from tests.integration.netns import Namespaces, netns_unavailable
-from tests.integration.test_node_mesh import Tincd, free_tcp_port, make_network, wait_until
+from tests.integration.test_node_mesh import (Tincd, free_tcp_port, loopback_daemons,
+                                              make_network, wait_until)
 from tincapp import keys
 from tincapp.control import Ctl
-
-NAMES = ("alpha", "beta", "gamma")
 
 
 @pytest.fixture
 def network():
     """alpha ConnectTo beta and gamma, on loopback; yields {name: Tincd}."""
-    root = tempfile.mkdtemp(prefix="tincapp-opts-")
-    ports = {n: free_tcp_port() for n in NAMES}
-    make_network(root, ports, {"alpha": ["beta", "gamma"]})
-    daemons = {n: Tincd(root, n) for n in NAMES}
-    try:
+    with loopback_daemons("tincapp-opts-", {"alpha": ["beta", "gamma"]}) as daemons:
         yield daemons
-    finally:
-        for d in daemons.values():
-            d.kill()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def connections(d):

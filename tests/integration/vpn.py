@@ -56,6 +56,19 @@ def parse_nodes(lines):
     return out
 
 
+def log_tails(nodes, tail):
+    """Each node's log tail under a header, for a failing test's message ({name: node}; a
+    node has .real, True for a reference tincd, and .read_log(tail))."""
+    out = []
+    for n, node in nodes.items():
+        try:
+            out.append(f"===== {n}{' (reference tincd)' if node.real else ''} log tail\n"
+                       + node.read_log(tail))
+        except OSError as e:
+            out.append(f"===== {n}: {e}")
+    return "\n".join(out)
+
+
 class PingResult(NamedTuple):
     received: int
     sent: int
