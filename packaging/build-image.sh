@@ -7,8 +7,8 @@
 # public half is copied to dist/trusted-keys/, the directory a device needs in
 # /etc/tincapp/trusted-keys/ to accept the image.
 #
-# Payload: the binary, the default UCI config and the init script, taken from
-# packaging/openwrt/ when that package exists, else the placeholders in firmware/payload/.
+# Payload: the binary, and the OpenWrt package's default UCI config and init script (the
+# init script runs the binary from the A/B slot and recovers an interrupted upgrade).
 #
 # Environment: VERSION, BINARY (default dist/tincapp), ARCH (default: this machine's OpenWrt arch),
 # TINCAPP_SIGNING_KEY, OUT_DIR (default dist), TOOL (the tincapp that builds and verifies;
@@ -33,11 +33,8 @@ pub="${KEY%.priv}.pub"
 mkdir -p "$OUT_DIR/trusted-keys"
 cp "$pub" "$OUT_DIR/trusted-keys/$(basename "$pub")"
 
-pick() { for f in "$@"; do [ -f "$f" ] && { echo "$f"; return; }; done; }
-config=$(pick packaging/openwrt/files/tincapp.config packaging/openwrt/tincapp.config \
-              firmware/payload/tincapp.config)
-init=$(pick packaging/openwrt/files/tincapp.init packaging/openwrt/tincapp.init \
-            firmware/payload/tincapp.init)
+config=packaging/openwrt/tincapp.config
+init=packaging/openwrt/tincapp.init
 arch_args=()
 [ -n "${ARCH:-}" ] && arch_args+=(--arch "$ARCH")
 # VERSION: default what `BINARY --version` prints (set it for a binary this machine cannot run).

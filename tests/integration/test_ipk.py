@@ -291,3 +291,32 @@ def test_init_script_starts_one_procd_instance_per_enabled_net(tmp_path):
     assert calls.read_text().splitlines() == [
         f"openwrt --config {tmp_path}/tincapp --etc {tmp_path}/etc --run {run_dir}",
         f"tinc -c {run_dir}/vpn --pidfile={tmp_path}/tinc.vpn.pid reload"]
+
+
+@needs_busybox
+def test_init_script_runs_the_upgraded_slot_after_recovering(tmp_path):
+    """Installed from a firmware image: the instance runs the binary in the slot `current`
+    names (the link resolved), and `upgrade --recover` ran before anything else."""
+    (tmp_path / "tincapp").write_text(UCI.format(tmp=tmp_path))
+    calls = tmp_path / "calls"
+    slot = tmp_path / "opt" / "slots" / "b"
+    slot.mkdir(parents=True)
+    binary = slot / "tincapp"
+    binary.write_text(f'#!/bin/sh\necho "$0 $*" >> {calls}\n[ "$1" = openwrt ] || exit 0\n'
+                      f'shift\nexec {sys.executable} -m tincapp.openwrt "$@"\n')
+    binary.chmod(0o755)
+    (tmp_path / "opt" / "current").symlink_to("slots/b")
+    script = (SHIM + f". {INIT}\n"
+              f"UPGRADE_ROOT={tmp_path}/opt\nCONFIG_FILE={tmp_path}/tincapp\n"
+              f"RUN_DIR={tmp_path}/run\nETC_DIR={tmp_path}/etc\nPID_DIR={tmp_path}\n"
+              "start_service\n")
+    r = subprocess.run([BUSYBOX, "ash", "-c", script], capture_output=True, text=True,
+                       timeout=60, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO})
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "run" / "vpn"
+    assert f"set command {binary} tincd -D -c {run} -n vpn " \
+           f"--pidfile={tmp_path}/tinc.vpn.pid" in r.stdout.splitlines()
+    assert calls.read_text().splitlines() == [
+        f"{tmp_path}/opt/current/tincapp upgrade --root {tmp_path}/opt --recover --no-restart",
+        f"{binary} openwrt --config {tmp_path}/tincapp --etc {tmp_path}/etc "
+        f"--run {tmp_path}/run"]

@@ -21,7 +21,8 @@ import pytest
 
 from tests.integration.sptps_tools import OURS, Impl, exchange
 from tests.integration.test_node_mesh import Tincd, free_tcp_port, make_network, wait_until
-from tincapp import keys
+from tincapp import control, keys
+from tincapp.firmware import health
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STATIC = os.path.join(REPO, "dist", "tincapp-static")
@@ -227,3 +228,29 @@ def test_tincd_in_chroot_meshes_with_normal_node(chroot):
     finally:
         inside.kill()
         outside.kill()
+
+
+class StaticTincd(Tincd):
+    """A node run by dist/tincapp-static directly (no chroot)."""
+
+    def command(self, argv):
+        return [STATIC, *argv[3:]]
+
+
+def test_upgrade_health_check_sees_the_static_binary_behind_its_unpacked_copy(static_binary,
+                                                                               tmp_path):
+    """staticx runs an unpacked copy from $TMPDIR; the upgrade's health check must still see
+    which installed file (which A/B slot) the daemon was started from."""
+    ports = {"solo": free_tcp_port()}
+    make_network(str(tmp_path), ports, {}, names=("solo",))
+    with open(tmp_path / "solo" / "tinc.conf", "a") as f:
+        f.write("DeviceType = dummy\n")
+    node = StaticTincd(str(tmp_path), "solo")
+    try:
+        node.start()
+        with open(node.pidfile) as f:
+            pid = control.parse_pidfile(f.read()).pid
+        assert "/staticx-" in os.readlink(f"/proc/{pid}/exe")
+        assert health._process_exe(pid) == os.path.realpath(STATIC)
+    finally:
+        node.kill()

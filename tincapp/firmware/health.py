@@ -37,10 +37,19 @@ def configured_peers(confbase) -> int:
 
 
 def _process_exe(pid):
+    """The program file process pid was started from. A staticx binary (the static variant
+    routers run) executes an unpacked copy in $TMPDIR; its bootloader names the original in
+    the environment it passes on."""
     try:
-        return os.path.realpath(os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)"))
+        exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = dict(v.split(b"=", 1) for v in f.read().split(b"\0") if b"=" in v)
     except OSError:
         return None
+    bundle, original = env.get(b"STATICX_BUNDLE_DIR"), env.get(b"STATICX_PROG_PATH")
+    if bundle and original and exe.startswith(os.fsdecode(bundle) + os.sep):
+        exe = os.fsdecode(original)
+    return os.path.realpath(exe)
 
 
 def probe(pidfile, timeout_s=3.0):
