@@ -371,3 +371,19 @@ def test_the_receiver_chooses_the_compression_and_frames_arrive_intact(level):
     net.pump()
     assert frames_from(net, "b", "a")[-1] == frame
     assert net.udp_count > udp_before
+
+
+def test_node_ids_resolve_and_unknown_ids_cost_one_index_per_graph_change():
+    net = Net(["a", "b", "c"], [("a", "b"), ("b", "c")])
+    plane, graph = net.planes["a"], net.graphs["a"]
+    assert plane.name_for_id(node_id("c")) == "c"
+    scans = []
+    real_nodes = graph.nodes
+    graph.nodes = lambda: scans.append(1) or real_nodes()
+    for i in range(100):                     # forged IDs: nobody has them
+        assert plane.name_for_id(i.to_bytes(6, "big")) is None
+    assert len(scans) <= 1
+    graph.add_edge("c", "d", address=SockAddr("10.0.0.9", "655"), options=net.options("d"),
+                   weight=10)
+    assert plane.name_for_id(node_id("d")) == "d"     # a node learnt since resolves
+    assert len(scans) <= 2

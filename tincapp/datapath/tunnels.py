@@ -208,7 +208,8 @@ class DataPlane:
         self.mtu_info_interval_s = mtu_info_interval_s
         self._log = log or (lambda level, text: None)
         self.tunnels: dict[str, Tunnel] = {}
-        self._by_id: dict[bytes, str] = {node_id(myself): myself}
+        self._by_id: dict[bytes, str] = {node_id(myself): myself}    # IDs are never removed
+        self._ids_indexed_at = None          # (graph generation, node count) of the last index
         self._actions: list = []
         self._my_id = node_id(myself)
         # The shell may set these: (SockAddr, peer minor) -> initial maxmtu or None; and
@@ -245,17 +246,17 @@ class DataPlane:
             self._by_id[t.id] = name
         return t
 
-    def node_known(self, name: str) -> None:
-        """Called when the graph learns a node, so that its ID resolves."""
-        self.tunnel(name)
-
     def name_for_id(self, nid: bytes) -> Optional[str]:
         name = self._by_id.get(bytes(nid))
         if name is None:
-            # Nodes learnt by the graph since: index them all once (IDs are never removed).
-            for n in self.graph.nodes():
-                self._by_id.setdefault(node_id(n.name), n.name)
-            name = self._by_id.get(bytes(nid))
+            # Index the nodes the graph learnt since the last miss, once per graph change:
+            # IDs nobody has (anyone can send them) must not cost a hash of every name.
+            epoch = (self.graph.generation, self.graph.node_count())
+            if epoch != self._ids_indexed_at:
+                self._ids_indexed_at = epoch
+                for n in self.graph.nodes():
+                    self._by_id.setdefault(node_id(n.name), n.name)
+                name = self._by_id.get(bytes(nid))
         return name
 
     def _minor(self, name: str) -> int:

@@ -267,6 +267,9 @@ class Graph:
             self._nodes[name] = n
         return n
 
+    def node_count(self) -> int:
+        return len(self._nodes)
+
     def nodes(self) -> list[Node]:
         """All nodes in tinc's node_tree order (by name)."""
         return [self._nodes[name] for name in sorted(self._nodes)]
