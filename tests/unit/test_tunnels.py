@@ -10,9 +10,10 @@ import pytest
 from tincapp.datapath.tunnels import (ETH_HLEN, MTU, PKT_PROBE, DataPlane, DeliverFrame,
                                       SavePublicKey, SendPacket, SendSptpsPacket, SendToward,
                                       SendUdp, node_id)
+from tincapp.datapath.restart import Decision
 from tincapp.keys import generate_private_key
 from tincapp.mesh.graph import Graph, SockAddr
-from tincapp.meta.messages import (OPTION_PMTU_DISCOVERY, AnsKey, MtuInfo,
+from tincapp.meta.messages import (OPTION_PMTU_DISCOVERY, OPTION_TCPONLY, AnsKey, MtuInfo,
                                    ReqKeySptpsPacket, ReqSptpsStart, UdpInfo, format, parse)
 
 MINOR = 7
@@ -387,3 +388,23 @@ def test_node_ids_resolve_and_unknown_ids_cost_one_index_per_graph_change():
                    weight=10)
     assert plane.name_for_id(node_id("d")) == "d"     # a node learnt since resolves
     assert len(scans) <= 2
+
+
+def test_silence_probe_never_goes_over_tcp():
+    """Rule 10's probe (the policy's Decision(probe=True)) goes only by UDP: tinc restarts a
+    tunnel on a probe that came by TCP. Without a UDP path the watch is dropped instead."""
+    net = Net(["a", "b", "c"], [("a", "b"), ("b", "c")])
+    a = net.planes["a"]
+    for _ in range(3):
+        a.send_frame("c", ipv4_frame(), net.now)
+        net.pump()
+        net.advance(1)
+    t = a.tunnel("c")
+    assert t.validkey
+    a._apply(t, Decision(probe=True), net.now)
+    assert [type(x) for x in a.pop_actions()] == [SendUdp]
+    a.my_options |= OPTION_TCPONLY
+    t.policy.data_sent(net.now)
+    a._apply(t, Decision(probe=True), net.now)
+    assert a.pop_actions() == []
+    assert t.policy.next_deadline() is None or t.policy.next_deadline() > net.now + 1

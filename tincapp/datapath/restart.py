@@ -477,6 +477,12 @@ class RestartPolicy:
         return self.receive_failed(now, KIND_SILENT, PATH_UDP,
                                    f"nothing for {now - since:.0f} s, probe unanswered")
 
+    def silence_unprobeable(self) -> None:
+        """Rule 10 asked for a probe the tunnel cannot send by UDP (TCPOnly, or a relay
+        without node IDs): drop this watch; the next data sent starts a new one."""
+        self._silence_probe_at = None
+        self._sent_at = None
+
     def _watchdog_due(self) -> Optional[float]:
         since = self._handshake_since
         if since is None or self._wanted_at is None or self._wanted_at < since:

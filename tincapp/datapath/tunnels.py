@@ -334,8 +334,15 @@ class DataPlane:
         if decision.log is not None:
             self._log(*decision.log)
         if decision.probe:
-            # Rule 10: a live peer answers this, a silent one shows it is gone.
-            self._send_probe(t, build_probe_request(MIN_PROBE_SIZE, self._rng), now)
+            # Rule 10: a live peer answers this, a silent one shows it is gone. Only by UDP:
+            # tinc takes a probe that came over TCP for a broken tunnel and restarts it, and
+            # over TCP the peer reports its own decode errors anyway.
+            to = self.graph.node(t.name)
+            if to is not None and to.nexthop is not None and not self._datagram_route(
+                    to, self.myself, PKT_PROBE, MIN_PROBE_SIZE)[4]:
+                self._send_probe(t, build_probe_request(MIN_PROBE_SIZE, self._rng), now)
+            else:
+                t.policy.silence_unprobeable()
         if decision.restart:
             t.session = None
             t.waitingforkey = False
@@ -500,25 +507,13 @@ class DataPlane:
     def _send_datagram(self, to_name: str, from_name: str, type: int, datagram: bytes,
                        now: float) -> None:
         """One SPTPS datagram of the from-to tunnel (tinc send_sptps_data, data-path.md 6.2)."""
-        g = self.graph
-        to = g.node(to_name)
+        to = self.graph.node(to_name)
         if to is None or to.nexthop is None:
             return
-        me = g.myself
         payload_len = len(datagram) - DATAGRAM_OVERHEAD
-        via_t = self.tunnels.get(to.via.name) if to.via is not None else None
-        if to.via is not me and to.via is not None and (
-                type == PKT_PROBE or (via_t is not None and payload_len <= via_t.pmtu.minmtu)):
-            relay = to.via
-        else:
-            relay = to.nexthop
-        relay_t = self.tunnel(relay.name)
-        direct = from_name == self.myself and to is relay
-        relay_minor = option_version(relay.options)
-        relay_supported = relay_minor >= MINOR_RELAY_IDS
-        tcponly = (self.my_options | relay.options) & OPTION_TCPONLY
-        if (type == HANDSHAKE or tcponly or (not direct and not relay_supported)
-                or (type != PKT_PROBE and payload_len > relay_t.pmtu.minmtu)):
+        relay, relay_t, direct, relay_supported, by_tcp = self._datagram_route(
+            to, from_name, type, payload_len)
+        if by_tcp:
             if type != HANDSHAKE and option_version(to.nexthop.options) >= MINOR_SPTPS_PACKET:
                 self._log(5, f"Sending packet from {from_name} to {to_name} via "
                           f"{to.nexthop.name} (TCP)")
@@ -541,6 +536,24 @@ class DataPlane:
         self._log(5, f"Sending packet from {from_name} to {to_name} via {relay.name} (UDP)")
         self._actions.append(SendUdp(address, prefix + bytes(datagram), relay.name,
                                      payload_len))
+
+    def _datagram_route(self, to, from_name: str, type: int, payload_len: int):
+        """send_sptps_data's choice for a datagram to node `to` (which has a next hop):
+        (relay, its tunnel, direct, relay understands node IDs, goes over TCP instead)."""
+        me = self.graph.myself
+        via_t = self.tunnels.get(to.via.name) if to.via is not None else None
+        if to.via is not me and to.via is not None and (
+                type == PKT_PROBE or (via_t is not None and payload_len <= via_t.pmtu.minmtu)):
+            relay = to.via
+        else:
+            relay = to.nexthop
+        relay_t = self.tunnel(relay.name)
+        direct = from_name == self.myself and to is relay
+        relay_supported = option_version(relay.options) >= MINOR_RELAY_IDS
+        tcponly = (self.my_options | relay.options) & OPTION_TCPONLY
+        by_tcp = (type == HANDSHAKE or bool(tcponly) or (not direct and not relay_supported)
+                  or (type != PKT_PROBE and payload_len > relay_t.pmtu.minmtu))
+        return relay, relay_t, direct, relay_supported, by_tcp
 
     def _id(self, name: str) -> bytes:
         t = self.tunnels.get(name)
