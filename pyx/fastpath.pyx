@@ -51,11 +51,11 @@ cdef inline bint _needs_clamping(const uint8_t* p, size_t n) noexcept:
     return n < 54 or (p[53] & _TCP_SYN) != 0
 
 
-def classify_tx(batch, size_t offset, dict cache not None, int32_t[::1] targets,
-                bint clamp_mss):
+def classify_tx(batch, size_t offset, dict cache not None, int32_t[::1] targets):
     """For each OK slot, the value `cache` holds for its destination address, or -1 (slow path:
-    no entry, not IPv4/IPv6, or with clamp_mss a TCP SYN / IP-in-IP packet). Sets the record
-    type of every slot to 0 (a plain router-mode packet). Returns the number of -1 slots."""
+    no entry, not IPv4/IPv6, or a TCP SYN / IP-in-IP packet, which the router's MSS clamping
+    may change: whether it does depends on the node it goes through). Sets the record type of
+    every slot to 0 (a plain router-mode packet). Returns the number of -1 slots."""
     cdef uint8_t[::1] buf = batch.buf
     cdef uint32_t[::1] lens = batch.lengths
     cdef uint8_t[::1] types = batch.types
@@ -76,7 +76,7 @@ def classify_tx(batch, size_t offset, dict cache not None, int32_t[::1] targets,
         p = &buf[i * stride] + offset
         n = lens[i] - offset
         key = _dst_key(p, n)
-        if key is None or (clamp_mss and _needs_clamping(p, n)):
+        if key is None or _needs_clamping(p, n):
             slow += 1
             continue
         hit = PyDict_GetItem(cache, key)
@@ -162,8 +162,9 @@ def classify_rx(batch, Py_ssize_t start, Py_ssize_t stop, dict local not None,
                 int32_t[::1] flags):
     """For the opened records in OK slots [start, stop) (payload at the slot start): flags[i]
     = 1 if it is a plain router-mode packet (type 0) whose destination is in `local` (ours:
-    straight to the device), else 0 (slow path). Returns (fast slots, their bytes, the longest
-    of them)."""
+    straight to the device) and that MSS clamping leaves alone (not a TCP SYN or IP-in-IP:
+    tinc clamps those on the way to its own device too), else 0 (slow path). Returns (fast
+    slots, their bytes, the longest of them)."""
     cdef uint8_t[::1] buf = batch.buf
     cdef uint32_t[::1] lens = batch.lengths
     cdef uint8_t[::1] types = batch.types
@@ -176,7 +177,8 @@ def classify_rx(batch, Py_ssize_t start, Py_ssize_t stop, dict local not None,
         if status[i] != SLOT_OK or types[i] != 0 or lens[i] == 0:
             continue
         key = _dst_key(&buf[i * stride], lens[i])
-        if key is None or PyDict_GetItem(local, key) == NULL:
+        if (key is None or _needs_clamping(&buf[i * stride], lens[i])
+                or PyDict_GetItem(local, key) == NULL):
             continue
         flags[i] = 1
         fast += 1

@@ -40,28 +40,27 @@ A6 = bytes(range(16))
 def test_classify_tx_looks_up_destinations_and_resets_types():
     b = device_burst([ipv4(A4), ipv4(B4), ipv6(A6), ipv4(bytes(4)), b"\x10junk" * 10])
     t = targets_for(b)
-    slow = fastpath.classify_tx(b, ETH, {A4: 0, B4: 1, A6: 0}, t, False)
+    slow = fastpath.classify_tx(b, ETH, {A4: 0, B4: 1, A6: 0}, t)
     assert list(t[:5]) == [0, 1, 0, -1, -1]
     assert slow == 2
     assert bytes(b.types[:5]) == bytes(5)
 
 
-def test_classify_tx_sends_syn_and_ip_in_ip_to_the_slow_path_when_clamping():
+def test_classify_tx_sends_syn_and_ip_in_ip_to_the_slow_path():
     packets = [ipv4(A4, 6, tcp_flags=0x02), ipv4(A4, 6, tcp_flags=0x10), ipv4(A4, 4),
                ipv6(A6, 6, tcp_flags=0x12), ipv6(A6, 6, tcp_flags=0x18)]
     b = device_burst(packets)
     t = targets_for(b)
     cache = {A4: 3, A6: 3}
-    assert fastpath.classify_tx(b, ETH, cache, t, True) == 3
+    assert fastpath.classify_tx(b, ETH, cache, t) == 3
     assert list(t[:5]) == [-1, 3, -1, -1, 3]
-    assert fastpath.classify_tx(b, ETH, cache, t, False) == 0
 
 
 def test_classify_tx_skips_slots_that_are_not_ok_and_short_packets():
     b = device_burst([ipv4(A4), ipv4(A4)[:19]])
     b.status[0] = SLOT_EMPTY
     t = targets_for(b)
-    assert fastpath.classify_tx(b, ETH, {A4: 0}, t, False) == 1
+    assert fastpath.classify_tx(b, ETH, {A4: 0}, t) == 1
     assert list(t[:2]) == [-1, -1]
 
 
@@ -69,7 +68,7 @@ def test_select_and_restore_keep_one_target_within_the_length_limit():
     b = device_burst([ipv4(A4), ipv4(B4), ipv4(A4, payload=b"z" * 1400), ipv4(A4)])
     b.status[3] = SLOT_TOO_BIG
     t = targets_for(b)
-    fastpath.classify_tx(b, ETH, {A4: 0, B4: 1}, t, False)
+    fastpath.classify_tx(b, ETH, {A4: 0, B4: 1}, t)
     saved = bytearray(b.capacity)
     assert fastpath.select_slots(b, t, 0, saved, 1000) == 1
     assert list(b.status[:4]) == [SLOT_OK, SLOT_EMPTY, SLOT_EMPTY, SLOT_EMPTY]
@@ -80,7 +79,7 @@ def test_select_and_restore_keep_one_target_within_the_length_limit():
 def test_mark_done_marks_only_sent_slots_of_the_target():
     b = device_burst([ipv4(A4), ipv4(A4), ipv4(B4)])
     t = targets_for(b)
-    fastpath.classify_tx(b, ETH, {A4: 0, B4: 1}, t, False)
+    fastpath.classify_tx(b, ETH, {A4: 0, B4: 1}, t)
     sent = bytes([SLOT_OK, SLOT_TOO_BIG, SLOT_OK])
     fastpath.mark_done(b, t, 0, sent)
     assert list(t[:3]) == [-2, 0, 1]
@@ -124,6 +123,17 @@ def test_classify_rx_flags_plain_packets_for_local_destinations():
     assert longest == max(len(ipv4(A4)), len(ipv6(A6)))
     fastpath.keep_flagged(b, 0, 5, flags)
     assert list(b.status[:5]) == [SLOT_OK, SLOT_EMPTY, SLOT_EMPTY, SLOT_OK, SLOT_EMPTY]
+
+
+def test_classify_rx_leaves_syn_and_ip_in_ip_to_the_slow_path():
+    """tinc clamps the MSS of SYNs to its own device too; the router does that."""
+    b = PacketBatch(4, 2048)
+    for p in (ipv4(A4, 6, tcp_flags=0x02), ipv4(A4, 6, tcp_flags=0x10), ipv4(A4, 4),
+              ipv6(A6, 6, tcp_flags=0x12)):
+        b.append(p, type=0)
+    flags = targets_for(b)
+    fast, _, _ = fastpath.classify_rx(b, 0, 4, {A4: True, A6: True}, flags)
+    assert list(flags[:4]) == [0, 1, 0, 0] and fast == 1
 
 
 def test_common_prefix_finds_one_originator_to_one_target():

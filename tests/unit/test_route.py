@@ -638,6 +638,12 @@ def test_fast_route_agrees_with_route_where_it_answers():
     assert r.fast_route(ME, tcp_frame()) is None
     fast = r.fast_route(ME, ipv4_frame("10.0.0.1", "10.1.0.1"))
     assert fast.clamp_mss and not fast.accepts(tcp_frame())
+    # Only SYNs carry the MSS option: the rest of a TCP stream takes the fast path.
+    ack = bytearray(tcp_frame(options=b""))
+    ack[14 + 20 + 13] = 0x10                        # Ethernet, IPv4, TCP flags: ACK
+    ack = bytes(ack)
+    assert r.fast_route(ME, ack) == FastRoute("bravo", 0x0800, 1400, True)
+    assert r.route(ME, ack, 0.0) == [SendToNode("bravo", ack)]
 
 
 @pytest.mark.parametrize("source,frame,kw", [

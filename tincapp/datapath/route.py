@@ -113,7 +113,7 @@ class FastRoute:
     name: str
     ethertype: int
     max_len: int             # longer frames need fragmentation or an ICMP error
-    clamp_mss: bool          # via clamps MSS: TCP (and IP-in-IP) frames need route()
+    clamp_mss: bool          # via clamps MSS: TCP SYNs (and IP-in-IP) need route()
 
     def accepts(self, frame) -> bool:
         n = len(frame)
@@ -122,11 +122,27 @@ class FastRoute:
         if self.ethertype == P.ETH_P_IP:
             if n < P.ETH_HLEN + P.IP_HLEN:
                 return False
-            proto = frame[P.ETH_HLEN + P.IP_P]
-            return not (self.clamp_mss and proto in (P.IPPROTO_TCP, P.IPPROTO_IPIP))
-        if n < P.ETH_HLEN + P.IP6_HLEN or P.is_neighbor_solicitation(frame):
+        elif n < P.ETH_HLEN + P.IP6_HLEN or P.is_neighbor_solicitation(frame):
             return False
-        return not (self.clamp_mss and frame[P.ETH_HLEN + P.IP6_NXT] == P.IPPROTO_TCP)
+        return not (self.clamp_mss and needs_clamping(frame))
+
+
+def needs_clamping(frame) -> bool:
+    """An IPv4/IPv6 frame clamp_mss may change: IP-in-IP, or a TCP SYN (only SYNs carry the
+    MSS option), or TCP too short to tell. Everything else passes a clamping node unchanged
+    (pyx/fastpath.pyx's _needs_clamping is the same test)."""
+    ip = P.ETH_HLEN
+    if frame[ip] >> 4 == 4:
+        if frame[ip + P.IP_P] == P.IPPROTO_IPIP:
+            return True
+        if frame[ip + P.IP_P] != P.IPPROTO_TCP:
+            return False
+        tcp = ip + (frame[ip] & 15) * 4
+    else:
+        if frame[ip + P.IP6_NXT] != P.IPPROTO_TCP:
+            return False
+        tcp = ip + P.IP6_HLEN
+    return len(frame) <= tcp + P.TCP_FLAGS or bool(frame[tcp + P.TCP_FLAGS] & P.TCP_SYN)
 
 
 def _no_peers() -> Iterable[str]:

@@ -393,8 +393,7 @@ class DataPlaneShell:
         targets = self._targets
         if self.fast:
             self._check_epoch()
-            slow = fastpath.classify_tx(batch, ETH_HLEN, self._tx_cache, targets,
-                                        self._clamp_mss())
+            slow = fastpath.classify_tx(batch, ETH_HLEN, self._tx_cache, targets)
             if slow < n:
                 for index, name in enumerate(self._tx_names):
                     try:
@@ -424,9 +423,6 @@ class DataPlaneShell:
             except Exception:
                 self._failed("a packet from the device")
         self.flush()
-
-    def _clamp_mss(self):
-        return bool(self.daemon.config.clamp_mss)
 
     def _learn_tx(self, frame):
         """After the slow path routed a frame from our device: cache the decision if it was a
