@@ -294,3 +294,17 @@ def test_recover_repoints_current_away_from_a_broken_slot(tmp_path):
         actions, switched = slots.recover(TRUSTED)
     assert switched and slots.current() == "a" and slots.read_state()["last_good"] == "a"
     assert actions == ["current -> slot a (1.0.0)"]
+
+
+def test_health_counts_connect_to_in_conf_d_and_encrypted_tinc_conf(tmp_path):
+    from tincapp.config import secrets
+    from tincapp.errors import ConfigError
+    from tincapp.firmware import health
+    key = secrets.generate_key(os.urandom)
+    (tmp_path / "tinc.conf").write_bytes(
+        secrets.encrypt(b"Name = a\nConnectTo = b\n", key, "tinc.conf"))
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "more.conf").write_text("connectto = c\n")
+    assert health.configured_peers(str(tmp_path), secrets.KeySource.from_key(key)) == 2
+    with pytest.raises(ConfigError):
+        health.configured_peers(str(tmp_path), secrets.KeySource(env={}))   # no key

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from tincapp import control
 from tincapp.config import netconf
-from tincapp.config.parse import parse_text
+from tincapp.config import parse, secrets
 from tincapp.control import Ctl
-from tincapp.errors import ConfigError, WireError
+from tincapp.errors import WireError
 
 STATUS_REACHABLE = 0x10
 POLL_S = 0.25
@@ -26,14 +26,12 @@ class HealthResult:
     pid: int = 0
 
 
-def configured_peers(confbase) -> int:
-    """How many ConnectTo lines tinc.conf in confbase has (0 if it cannot be read)."""
-    try:
-        with open(os.path.join(confbase, "tinc.conf"), encoding="latin-1") as f:
-            entries = parse_text(f.read(), "tinc.conf")
-    except (OSError, ConfigError):
-        return 0
-    return sum(1 for e in entries if e.name.lower() == "connectto")
+def configured_peers(confbase, key=None) -> int:
+    """How many ConnectTo lines the server config in confbase has (tinc.conf and conf.d,
+    decrypted with `key` (a secrets.KeySource; default: the environment's) where encrypted).
+    ConfigError when it cannot be read."""
+    entries = parse.read_server_files(confbase, key if key is not None else secrets.KeySource())
+    return sum(1 for e in entries if parse.ascii_lower(e.name) == "connectto")
 
 
 def _process_exe(pid):

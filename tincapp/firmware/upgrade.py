@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tincapp.config import netconf
+from tincapp.errors import ConfigError
 from tincapp.firmware import health
 from tincapp.firmware import image as img
 from tincapp.firmware.slots import Slots, SlotError, other
@@ -179,8 +180,14 @@ class Upgrader:
     def _health(self, slot):
         opts = self.opts
         min_peers = opts.min_peers
-        if min_peers is None:
-            min_peers = 1 if opts.confbase and health.configured_peers(opts.confbase) else 0
+        if min_peers is None and opts.confbase:
+            try:
+                min_peers = 1 if health.configured_peers(opts.confbase) else 0
+            except (OSError, ConfigError) as e:
+                min_peers = 1          # a node we cannot read may well have peers: check
+                self.log(f"cannot count ConnectTo in {opts.confbase} ({e}); requiring a "
+                         f"reachable peer (--min-peers sets the number)")
+        min_peers = min_peers or 0
         pidfile = self._pidfile()
         self.log(f"health check: waiting up to {opts.timeout_s:g}s for {pidfile} "
                  f"({min_peers} peer(s) required, {opts.settle_s:g}s settle time)")
