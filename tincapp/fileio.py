@@ -51,18 +51,6 @@ def atomic_write(path, data, mode=None, default_mode=0o644):
         out.write(data)
 
 
-def append_atomic(path, data, default_mode=0o644):
-    """Append data to path (creating it) by rewriting it atomically."""
-    try:
-        with open(path, "rb") as f:
-            old = f.read()
-    except FileNotFoundError:
-        old = b""
-    if old and not old.endswith(b"\n"):
-        old += b"\n"
-    atomic_write(path, old + data, default_mode=default_mode)
-
-
 def fsync_dir(directory):
     """Make a rename or a new entry in directory survive a crash."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)

@@ -64,11 +64,3 @@ def test_missing_directory_is_an_oserror_and_writes_nothing(tmp_path):
     with pytest.raises(OSError):
         fileio.atomic_write(tmp_path / "no" / "such" / "file", b"x")
     assert os.listdir(tmp_path) == []
-
-
-def test_append_atomic_adds_a_line_break_where_one_is_missing(tmp_path):
-    path = tmp_path / "hosts_b"
-    fileio.append_atomic(path, b"Address = 192.0.2.1\n")
-    path.write_bytes(path.read_bytes().rstrip(b"\n"))
-    fileio.append_atomic(path, b"Port = 655\n")
-    assert path.read_bytes() == b"Address = 192.0.2.1\nPort = 655\n"

@@ -453,3 +453,32 @@ def test_conversion_keeps_owner_and_mode(tmp_path):
     st = os.stat(base / "ed25519_key.priv")
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o600)
     assert stat.S_IMODE(os.stat(base / "hosts" / "bob").st_mode) == 0o640
+
+
+def test_append_keeps_an_encrypted_file_encrypted_and_a_plain_one_plain(tmp_path):
+    base = tmp_path / "net"
+    make_net(base, encrypt={"hosts/bob"})
+    src = secrets.KeySource.from_key(KEY)
+    secrets.append_file(base / "hosts" / "bob", b"Port = 655\n", src)
+    data = (base / "hosts" / "bob").read_bytes()
+    assert secrets.is_encrypted(data)
+    assert secrets.decrypt(data, src).endswith(b"\nPort = 655\n")
+    with pytest.raises(secrets.SecretsError):             # no key: refused, file unchanged
+        secrets.append_file(base / "hosts" / "bob", b"X = 1\n", secrets.KeySource(env={}))
+    assert (base / "hosts" / "bob").read_bytes() == data
+    secrets.append_file(base / "hosts" / "carol", b"Address = 192.0.2.3\n")
+    assert (base / "hosts" / "carol").read_bytes() == b"Address = 192.0.2.3\n"
+
+
+def test_cli_invite_reads_an_encrypted_network(cli_env, capsysbinary, tmp_path):
+    base = tmp_path / "net"
+    make_net(base, encrypt={"tinc.conf", "hosts/alice"})
+    (base / "hosts" / "alice").write_bytes(secrets.encrypt(
+        b"Address = 192.0.2.1\nPort = 6550\n" + keys.hosts_line(ALICE.public).encode(), KEY))
+    os.environ[secrets.KEY_ENV] = KEY.hex()
+    try:
+        code, out, err = tinc(capsysbinary, "-c", str(base), "invite", "carol")
+    finally:
+        del os.environ[secrets.KEY_ENV]
+    assert code == 0, err
+    assert out.startswith(b"192.0.2.1:6550/"), out

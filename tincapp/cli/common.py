@@ -8,7 +8,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
-from tincapp.config import netconf
+from tincapp.config import netconf, secrets
 
 # Overrides of tinc's compiled-in CONFDIR/LOCALSTATEDIR; used by tests and relocated installs.
 CONFDIR_ENV = "TINCAPP_CONFDIR"
@@ -132,11 +132,13 @@ def replace_name(value):
         return None
 
 
-def get_my_name(ctx, verbose=True):
-    """tincctl's get_my_name(): the first Name in tinc.conf (expanded), or None."""
+def get_my_name(ctx, verbose=True, key=None):
+    """tincctl's get_my_name(): the first Name in tinc.conf (expanded), or None. An encrypted
+    tinc.conf is read with `key` (a secrets.KeySource); CliError if that fails."""
     try:
-        with open(ctx.tinc_conf, "rb") as f:
-            data = f.read()
+        data = secrets.read_bytes(ctx.tinc_conf, key)
+    except secrets.SecretsError as e:
+        raise CliError(str(e)) from None
     except OSError as e:
         if verbose:
             err(f"Could not open {ctx.tinc_conf}: {strerror(e)}")
@@ -152,9 +154,9 @@ def get_my_name(ctx, verbose=True):
     return None
 
 
-def need_name(ctx):
+def need_name(ctx, key=None):
     if ctx.name is None:
-        ctx.name = get_my_name(ctx, True)
+        ctx.name = get_my_name(ctx, True, key)
         if ctx.name is None:
             raise CliError()
     return ctx.name

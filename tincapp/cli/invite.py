@@ -55,14 +55,13 @@ def cmd_edit(ctx, args, client):
 
 # --- invite ----------------------------------------------------------------------------------
 
-def _scan_for_hostname(filename, hostname, port):
+def _scan_for_hostname(filename, hostname, port, key=None):
     """invitation.c scan_for_hostname(): the first Address (and its port) and Port."""
     if hostname and port:
         return hostname, port
     try:
-        with open(filename, "rb") as f:
-            data = f.read().decode("latin-1")
-    except OSError:
+        data = secrets.read_bytes(filename, key).decode("latin-1")
+    except (OSError, secrets.SecretsError):
         return hostname, port
     for line in fgets_lines(data.encode("latin-1")):
         line = line.decode("latin-1").rstrip("\t\r\n ")
@@ -105,18 +104,18 @@ def _valid_hostname(text, allow_colon):
     return bool(text) and all(ch in ok for ch in text)
 
 
-def get_my_hostname(ctx, client):
+def get_my_hostname(ctx, client, key=None):
     """(host[:port] for the URL, port) as invitation.c get_my_hostname(), or CliError.
 
     DEVIATION: tinc asks tinc-vpn.org for the external address when none is configured;
     tincapp never contacts third parties: it asks (interactive) or fails."""
-    name = get_my_name(ctx, False)
+    name = get_my_name(ctx, False, key)
     hostname = port = None
     host_file = None
     if name is not None and check_id(name):
         host_file = ctx.host_file(name)
-        hostname, port = _scan_for_hostname(host_file, hostname, port)
-        hostname, port = _scan_for_hostname(ctx.tinc_conf, hostname, port)
+        hostname, port = _scan_for_hostname(host_file, hostname, port, key)
+        hostname, port = _scan_for_hostname(ctx.tinc_conf, hostname, port, key)
     if not port or (_is_decimal(port) and int(port) == 0):
         try:
             port = client.read_pidfile().port
@@ -144,20 +143,19 @@ def get_my_hostname(ctx, client):
             break
         if host_file is not None:
             try:
-                with open(host_file, "rb") as f:
-                    old = f.read()
-                atomic_write(host_file, old + f"\nAddress = {hostname}\n".encode())
-            except OSError as e:
+                secrets.append_file(host_file, f"Address = {hostname}\n".encode(), key)
+            except (OSError, secrets.SecretsError) as e:
                 err(f"Could not append Address to {host_file}: {strerror(e)}")
     if ":" in hostname:
         return f"[{hostname}]:{port}", port
     return f"{hostname}:{port}", port
 
 
-def _host_config_replacing_port(path, port):
+def _host_config_replacing_port(path, port, key=None):
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = secrets.read_bytes(path, key)
+    except secrets.SecretsError as e:
+        raise CliError(str(e)) from None
     except OSError as e:
         raise CliError(f"Could not open {path}: {strerror(e)}") from e
     out = []
@@ -186,7 +184,7 @@ def cmd_invite(ctx, args, client, now=None, rng=os.urandom, config_key=None):
     node = args[0]
     if not check_id(node):
         raise CliError("Invalid name for node.")
-    myname = get_my_name(ctx, True)
+    myname = get_my_name(ctx, True, config_key)
     if myname is None:
         raise CliError()
     if os.path.lexists(ctx.host_file(node)):
@@ -259,7 +257,7 @@ def cmd_invite(ctx, args, client, now=None, rng=os.urandom, config_key=None):
     key_hash = b64.encode(sha512(fingerprint)[:18], urlsafe=True)
     cookie = rng(18)
     cookie_hash = b64.encode(sha512(cookie + fingerprint)[:18], urlsafe=True)
-    address, port = get_my_hostname(ctx, client)
+    address, port = get_my_hostname(ctx, client, config_key)
     url = f"{address}/{key_hash}{b64.encode(cookie, urlsafe=True)}"
     body = [f"Name = {node}\n".encode()]
     if ctx.netname and check_netname(ctx.netname, strict=True):
@@ -278,7 +276,7 @@ def cmd_invite(ctx, args, client, now=None, rng=os.urandom, config_key=None):
             body.append(line if line.endswith(b"\n") else line + b"\n")
     body.append(b"#---------------------------------------------------------------#\n")
     body.append(f"Name = {myname}\n".encode())
-    body.append(_host_config_replacing_port(ctx.host_file(myname), port))
+    body.append(_host_config_replacing_port(ctx.host_file(myname), port, config_key))
     filename = f"{invdir}/{cookie_hash}"
     if os.path.lexists(filename):
         raise CliError(f"Could not create invitation file {filename}: File exists")

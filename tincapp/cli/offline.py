@@ -15,9 +15,9 @@ import sys
 import time
 
 from tincapp import b64, keys
-from tincapp.cli.common import (CliError, err, fgets_lines, get_my_name, out_bytes,
-                                read_stdin_bytes, replace_name, split_config_line, strerror)
-from tincapp.fileio import append_atomic, atomic_write
+from tincapp.cli.common import (CliError, err, fgets_lines, get_my_name, need_name, out_bytes,
+                                read_stdin_bytes, split_config_line, strerror)
+from tincapp.fileio import atomic_write
 from tincapp.config import parse, secrets
 from tincapp.config.variables import TABLE, check_id
 from tincapp.errors import Base64Error, ConfigError, KeyFileError, WireError
@@ -61,39 +61,11 @@ def _write_conf(path, data, encrypted, key, default_mode=0o644):
 
 
 def _append_conf(path, data, key, default_mode):
-    """fileio.append_atomic for a file that may be encrypted (it stays encrypted)."""
+    """fileio's atomic append for a file that may be encrypted (it stays encrypted)."""
     try:
-        old, encrypted = _read_conf(path, key)
-    except FileNotFoundError:
-        old, encrypted = b"", False
-    if old and not old.endswith(b"\n"):
-        old += b"\n"
-    _write_conf(path, old + data, encrypted, key, default_mode)
-
-
-def _my_name(ctx, key, verbose=True):
-    """get_my_name() that also reads an encrypted tinc.conf."""
-    try:
-        data, encrypted = _read_conf(ctx.tinc_conf, key)
-    except OSError:
-        encrypted = False
-    if not encrypted:
-        return get_my_name(ctx, verbose)
-    for line in fgets_lines(data):
-        var, value = split_config_line(line)
-        if value and var.lower() == "name":
-            return replace_name(value)
-    if verbose:
-        err(f"Could not find Name in {ctx.tinc_conf}.")
-    return None
-
-
-def _need_name(ctx, key):
-    if ctx.name is None:
-        ctx.name = _my_name(ctx, key)
-        if ctx.name is None:
-            raise CliError()
-    return ctx.name
+        secrets.append_file(path, data, key, default_mode)
+    except secrets.SecretsError as e:
+        raise CliError(str(e)) from None
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -161,7 +133,7 @@ def ed25519_keygen(ctx, ask, key=None):
 def cmd_generate_ed25519_keys(ctx, args, key=None):
     _too_many(args, 0)
     if ctx.name is None:
-        ctx.name = _my_name(ctx, key, False)
+        ctx.name = get_my_name(ctx, False, key)
     ed25519_keygen(ctx, True, key)
     return 0
 
@@ -207,8 +179,8 @@ def check_port(ctx, name):
         if _try_bind(port):
             path = ctx.host_file(name)
             try:
-                append_atomic(path, f"Port = {port}\n".encode())
-            except OSError as e:
+                secrets.append_file(path, f"Port = {port}\n".encode())
+            except (OSError, secrets.SecretsError) as e:
                 err(f"Could not open {path}: {strerror(e)}")
                 err("Please change tinc's Port manually.")
                 return 0
@@ -378,7 +350,7 @@ def cmd_config(ctx, argv, client_factory, key=None):
                 raise CliError(f"{variable} is not a host configuration variable! "
                                f"Use --force to use it anyway.")
         if node is None and not var.server:
-            node = _my_name(ctx, key, True)
+            node = get_my_name(ctx, True, key)
             if node is None:
                 raise CliError()
         if action == ADD and not var.multiple:
@@ -450,7 +422,7 @@ def _export(ctx, name, key=None):
 
 def cmd_export(ctx, args, key=None):
     _too_many(args, 0)
-    name = _my_name(ctx, key, True)
+    name = get_my_name(ctx, True, key)
     if name is None:
         return 1
     data = _export(ctx, name, key)
@@ -554,7 +526,7 @@ def signature_trailer(name, t):
 
 def cmd_sign(ctx, args, now=None, key=None):
     _too_many(args, 1)
-    name = _need_name(ctx, key)
+    name = need_name(ctx, key)
     fname = f"{ctx.confbase}/ed25519_key.priv"
     try:
         text = _read_conf(fname, key)[0].decode("latin-1")
@@ -602,7 +574,7 @@ def cmd_verify(ctx, args, key=None):
     _too_many(args, 2)
     node = args[0]
     if node == ".":
-        node = _need_name(ctx, key)
+        node = need_name(ctx, key)
     elif node == "*":
         node = None
     elif not check_id(node):
@@ -729,7 +701,7 @@ class _Fsck:
                         f"{ctx.tinc_conf}.")
             return None
         try:
-            return _my_name(ctx, self.key, True)
+            return get_my_name(ctx, True, self.key)
         except CliError as e:
             err(f"ERROR: {e.message}")
             return None

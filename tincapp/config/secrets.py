@@ -576,3 +576,15 @@ def write_file(path, plaintext: bytes, encrypted: bool, key=None, mode=None,
     untouched."""
     data = encrypt(plaintext, key, os.fspath(path)) if encrypted else bytes(plaintext)
     atomic_write(path, data, mode=mode, default_mode=default_mode)
+
+
+def append_file(path, data: bytes, key=None, default_mode=0o644) -> None:
+    """Append data to path (created plain if missing) by rewriting it atomically, encrypted
+    again if it was; a missing final line break is added first. OSError or SecretsError."""
+    try:
+        old, encrypted = read_file(path, key)
+    except FileNotFoundError:
+        old, encrypted = b"", False
+    if old and not old.endswith(b"\n"):
+        old += b"\n"
+    write_file(path, old + data, encrypted, key, default_mode=default_mode)

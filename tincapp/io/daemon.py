@@ -23,9 +23,9 @@ import time
 from collections import deque
 
 from tincapp import control
-from tincapp.config import netconf
+from tincapp.config import netconf, secrets
 from tincapp.errors import ConfigError
-from tincapp.fileio import append_atomic, atomic_write
+from tincapp.fileio import atomic_write
 from tincapp.io.controllog import ControlLogHandler
 from tincapp.io.dataplane import DataPlaneShell, DeviceError
 from tincapp.io.scripts import ScriptRunner
@@ -319,8 +319,9 @@ class Daemon:
         """ANS_PUBKEY: append the key we learnt to hosts/NAME (trust on first use), atomically."""
         path = self.config.paths.host_file(name)
         try:
-            append_atomic(path, (hosts_line(public) + "\n").encode())
-        except OSError as e:
+            # an encrypted host file stays encrypted (the key the daemon started with)
+            secrets.append_file(path, hosts_line(public).encode(), self.config.paths.config_key)
+        except (OSError, secrets.SecretsError) as e:
             log.error("Could not write public key of %s to %s: %s", name, path, e)
 
     def _my_options(self):
