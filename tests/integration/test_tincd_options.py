@@ -20,6 +20,7 @@ from tests.integration.test_node_mesh import (Tincd, free_tcp_port, loopback_dae
                                               make_network, wait_until)
 from tincapp import keys
 from tincapp.control import Ctl
+from tincapp.mesh.graph import OPTION_INDIRECT, OPTION_TCPONLY
 
 
 @pytest.fixture
@@ -106,6 +107,23 @@ def test_reload_leaves_unchanged_host_files_alone(network):
     time.sleep(0.5)
     assert "beta" in connections(alpha)
     assert "Host config file of beta has been changed" not in alpha.read_log()
+
+
+def test_reload_updates_our_own_options(network):
+    """setup_myself_reloadable: TCPOnly (which implies IndirectData) shows in our own node's
+    options after a reload."""
+    alpha = network["alpha"]
+    alpha.start()
+
+    def my_options():
+        line = next(l for l in alpha.request(Ctl.DUMP_NODES) if l.split()[2] == "alpha")
+        return int(line.split()[11], 16)               # the options field
+    before = my_options()
+    assert not before & OPTION_TCPONLY
+    with open(os.path.join(alpha.base, "tinc.conf"), "a") as f:
+        f.write("TCPOnly = yes\n")
+    assert alpha.request(Ctl.RELOAD) == ["18 1 0"]
+    assert my_options() & (OPTION_TCPONLY | OPTION_INDIRECT) == OPTION_TCPONLY | OPTION_INDIRECT
 
 
 # --- tarpit ------------------------------------------------------------------------------

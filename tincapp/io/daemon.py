@@ -257,7 +257,7 @@ class Daemon:
         self.outgoing: Outgoings | None = None
         self._connects: dict[int, asyncio.Task] = {}   # connect attempt -> its task
         self.tarpit = Tarpit(config.max_connection_burst)
-        self._host_check_at = time.time()   # tinc's last_config_check (wall clock, mtimes)
+        self._host_check_at = None          # tinc's last_config_check (wall clock, mtimes)
         self.servers = []
         self.control_server = None
         self.control_clients = set()
@@ -401,6 +401,8 @@ class Daemon:
         found = set()
         authorized = {}
         for name in netconf.host_names(self.config.paths):
+            if name != self.config.name:
+                self.node.graph.ensure_node(name)      # even with an unreadable host file
             try:
                 host = self.config.load_host(name, missing_ok=True)
             except ConfigError as e:
@@ -778,19 +780,17 @@ class Daemon:
         # COMPAT: setup_myself_reloadable. PingInterval/PingTimeout are not among them.
         new = _keep_unreloadable(self.config, new)
         self.config = new
-        self.dataplane.reload(new, self._my_options())
+        # COMPAT: setup_myself_reloadable re-reads IndirectData, TCPOnly, PMTUDiscovery and
+        # ClampMSS into myself->options (new connections take them from peer_settings).
+        self.node.graph.myself.options = self._my_options()
+        self.dataplane.reload(new, self.node.graph.myself.options)
         self.autoconnect.enabled = new.auto_connect
         self.outgoing.max_timeout_s = new.max_timeout_s
         self.tarpit.max_burst = new.max_connection_burst
         self.scripts.interpreter = new.scripts_interpreter
         self.scripts.extension = new.scripts_extension
-        # New connections take IndirectData, TCPOnly, PMTUDiscovery and ClampMSS from
-        # self.config (peer_settings). TODO(#3): our own node's options in the graph.
         self._load_all_nodes()
         self.node.set_own_subnets(new.subnets)
-        for name in netconf.host_names(new.paths):
-            if name != new.name:
-                self.node.graph.ensure_node(name)
         for conn in self.outgoing.reload(new.connect_to, now):
             self.log(DEBUG_CONNECTIONS, f"No more outgoing connection to "
                      f"{self.node.connection_name(conn) or conn.label()}")
@@ -810,8 +810,7 @@ class Daemon:
             if name is None:
                 continue
             try:
-                changed = os.stat(os.path.join(self.config.paths.confbase, "hosts",
-                                               name)).st_mtime > checked_at
+                changed = os.stat(self.config.paths.host_file(name)).st_mtime > checked_at
             except OSError:
                 changed = True
             if changed:
