@@ -13,7 +13,6 @@ device, the tunnels) is io.dataplane's; the daemon hands it packets, requests an
 import asyncio
 import dataclasses
 import errno
-import ipaddress
 import logging
 import os
 import signal
@@ -34,7 +33,7 @@ from tincapp.mesh import autoconnect, graph_dot
 from tincapp.mesh.address_cache import CACHE_SUFFIX, AddressCache, known_addresses
 from tincapp.mesh.graph import STATUS_HAS_ADDRESS
 from tincapp.mesh.subnets import DEFAULT_BROADCAST_SUBNETS, Subnet
-from tincapp.mesh.node import Close, Node, RunScript, SendTo, Sleep, TunnelReset
+from tincapp.mesh.node import Close, Node, RunScript, SendTo, Sleep, TunnelReset, numeric_ip
 from tincapp.mesh.outgoing import Abandon, Connect, Outgoings
 from tincapp.meta.connection import MetaConnection, PeerSettings
 from tincapp.meta.events import (Activated, ConnectionFailed, PacketReceived, PongReceived,
@@ -182,13 +181,8 @@ class MetaPeer(asyncio.Protocol):
 
 def is_local_address(host) -> bool:
     """tinc's is_local_connection: loopback addresses (IPv4-mapped ones too)."""
-    try:
-        ip = ipaddress.ip_address(str(host).split("%")[0])
-    except ValueError:
-        return False
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    ip = numeric_ip(host)
+    return ip is not None and ip.is_loopback
 
 
 class Tarpit:

@@ -84,9 +84,6 @@ class ToDataPlane:
     for_us: bool
 
 
-ForUs = ToDataPlane   # transitional name while io/daemon.py is being changed elsewhere
-
-
 @dataclass(frozen=True)
 class Sleep:
     """Stop handling the network for `seconds` (tinc blocks in nanosleep): too many
@@ -101,18 +98,25 @@ class _Conn:
     active: bool = False
 
 
-def address_from_text(host: str, port: str) -> Optional[SockAddr]:
-    """tinc's str2sockaddr for ADD_EDGE fields: numeric addresses normalised (IPv4-mapped IPv6
-    becomes IPv4, scope dropped), anything else kept verbatim as an "unknown" address."""
+def numeric_ip(host: str):
+    """The IP address `host` spells, as tinc normalises it (scope dropped, IPv4-mapped IPv6
+    as IPv4), or None if it is not a numeric address."""
     try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-        if not 0 <= int(port) <= 65535:
-            raise ValueError(f"port {port} out of range")
+        ip = ipaddress.ip_address(str(host).split("%", 1)[0])
     except ValueError:
-        # A port no socket can use stays text too: sending to it would raise OverflowError.
-        return SockAddr(host, port, unknown=True)
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    return ip
+
+
+def address_from_text(host: str, port: str) -> Optional[SockAddr]:
+    """tinc's str2sockaddr for ADD_EDGE fields: numeric addresses normalised (numeric_ip),
+    anything else kept verbatim as an "unknown" address."""
+    ip = numeric_ip(host)
+    # A port no socket can use stays text too: sending to it would raise OverflowError.
+    if ip is None or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return SockAddr(host, port, unknown=True)
     return SockAddr(str(ip), str(int(port)))
 
 
@@ -493,17 +497,13 @@ class Node:
     def _routed(self, conn, peer, msg, line):
         name = msg.request.name
         src, dst = self.graph.node(msg.from_name), self.graph.node(msg.to_name)
-        if isinstance(msg, (UdpInfo, MtuInfo)):
-            # COMPAT: udp_info_h/mtu_info_h act at every hop and send their own message on.
-            if src is None or dst is None:
-                self._log(2, f"Got {name} from {peer} with unknown origin or destination "
-                          f"({msg.from_name} -> {msg.to_name})")
-                return
-            self._actions.append(ToDataPlane(conn, msg, line, dst is self.graph.myself))
-            return
         if src is None or dst is None:
             self._log(2, f"Got {name} from {peer} with unknown origin or destination "
                       f"({msg.from_name} -> {msg.to_name})")
+            return
+        if isinstance(msg, (UdpInfo, MtuInfo)):
+            # COMPAT: udp_info_h/mtu_info_h act at every hop and send their own message on.
+            self._actions.append(ToDataPlane(conn, msg, line, dst is self.graph.myself))
             return
         if dst is self.graph.myself:
             if isinstance(msg, ReqKeyBase) and not src.reachable:
@@ -522,11 +522,8 @@ class Node:
             # SPTPS_PACKET goes on by UDP when it can; ANS_KEY may get the reflexive address.
             self._actions.append(ToDataPlane(conn, msg, line, False))
             return
-        via = self._by_name.get(dst.nexthop.name) if dst.nexthop is not None else None
-        if via is None:
+        if not self.send_toward(msg.to_name, line=line):
             self._log(2, f"No connection towards {msg.to_name} for {name}")
-            return
-        self._actions.append(SendTo(via, line=bytes(line)))
 
     def send_toward(self, to_name: str, *, msg: Optional[Message] = None,
                     line: Optional[bytes] = None) -> bool:
