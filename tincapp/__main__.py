@@ -32,6 +32,16 @@ Each program also runs when tincapp is called through a link of that name.
 """
 
 
+def program_argv(name):
+    """The argv that runs program `name` with this same tincapp: the frozen multi-call binary
+    (as is when called through a link of that name, else with the name as its first argument)
+    or this Python's `-m tincapp NAME`."""
+    if getattr(sys, "frozen", False):
+        exe = sys.executable
+        return [exe] if os.path.basename(exe) == name else [exe, name]
+    return [sys.executable, "-m", "tincapp", name]
+
+
 def run_program(name, argv):
     module = PROGRAMS[name]
     if module is None:

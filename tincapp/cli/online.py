@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tincapp import control
+from tincapp.__main__ import program_argv
 from tincapp.cli.common import CliError, err, out_bytes
 from tincapp.control import Ctl
 from tincapp.config.variables import check_id
@@ -87,9 +88,7 @@ def tincd_command(ctx):
     override = os.environ.get(TINCD_ENV)
     if override:
         return [override], override
-    if getattr(sys, "frozen", False):
-        return [sys.executable, "tincd"], sys.executable
-    return [sys.executable, "-m", "tincapp", "tincd"], "tincd"
+    return program_argv("tincd"), sys.executable if getattr(sys, "frozen", False) else "tincd"
 
 
 def _pidfile_stamp(path):

@@ -34,6 +34,7 @@ from tincapp.mesh.address_cache import CACHE_SUFFIX, AddressCache, known_address
 from tincapp.mesh.graph import STATUS_HAS_ADDRESS
 from tincapp.mesh.subnets import DEFAULT_BROADCAST_SUBNETS, Subnet
 from tincapp.mesh.node import Close, Node, RunScript, SendTo, Sleep, TunnelReset, numeric_ip
+from tincapp.tools.tincd import reopen_log_files
 from tincapp.mesh.outgoing import Abandon, Connect, Outgoings
 from tincapp.meta.connection import MetaConnection, PeerSettings
 from tincapp.meta.events import (Activated, ConnectionFailed, PacketReceived, PongReceived,
@@ -72,20 +73,6 @@ _NOT_RELOADED = ("name", "private_key", "private_key_file", "port", "port_specif
 def _keep_unreloadable(old, new):
     """`new` with the settings tinc does not re-read on reload taken from `old`."""
     return dataclasses.replace(new, **{f: getattr(old, f) for f in _NOT_RELOADED})
-
-
-def _reopen_log_files():
-    """COMPAT: tinc's HUP handler reopens its log file, so logrotate can move it away."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler) and handler.stream is not None:
-            handler.acquire()
-            try:
-                old, handler.stream = handler.stream, handler._open()
-                old.close()
-            except OSError as e:
-                log.error("Could not reopen log file %s: %s", handler.baseFilename, e)
-            finally:
-                handler.release()
 
 
 class DaemonError(Exception):
@@ -764,7 +751,7 @@ class Daemon:
         and which have an address, ConnectTo; then close connections to nodes whose host
         file changed or went away."""
         self.log(DEBUG_NOTHING, "Got HUP signal or RELOAD request")
-        _reopen_log_files()
+        reopen_log_files()
         try:
             new = netconf.load_network(self.config.paths, self.options, unknown="warn")
         except ConfigError as e:

@@ -19,9 +19,10 @@ sigtimedwait(), so there are no asynchronous handlers and no races with waitpid(
 import logging
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass
+
+from tincapp.__main__ import program_argv
 
 log = logging.getLogger("tincd.supervisor")
 
@@ -102,22 +103,8 @@ class RespawnPolicy:
 
 
 def daemon_command(child_args) -> list:
-    """The argv that runs `tincd child_args` with this same program: the frozen binary (a
-    multi-call program, maybe called through a link named tincd) or `python -m tincapp`."""
-    if getattr(sys, "frozen", False):
-        exe = sys.executable
-        prefix = [exe] if os.path.basename(exe) == "tincd" else [exe, "tincd"]
-    else:
-        prefix = [sys.executable, "-m", "tincapp", "tincd"]
-    return prefix + list(child_args)
-
-
-def _reopen_log_files():
-    """HUP: follow a rotated --logfile (a FileHandler reopens its file on the next record once
-    closed). COMPAT: tinc's sighup_handler calls reopenlogger() before reloading."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.close()
+    """The argv that runs `tincd child_args` with this same program."""
+    return program_argv("tincd") + list(child_args)
 
 
 def exit_code_for(code: int) -> int:
@@ -129,9 +116,10 @@ def exit_code_for(code: int) -> int:
 class Supervisor:
     """Runs `argv` (a full command) until it ends for good. Blocks; returns an exit status."""
 
-    def __init__(self, argv, policy: RespawnPolicy):
+    def __init__(self, argv, policy: RespawnPolicy, on_hup=None):
         self.argv = list(argv)
         self.policy = policy
+        self.on_hup = on_hup            # HUP is forwarded to the daemon after this ran
         self.pid = None
         self.stop_requested = False
         self._handled = set(FORWARDED) | {signal.SIGCHLD}
@@ -206,8 +194,8 @@ class Supervisor:
             sig = signal.Signals(info.si_signo)
             if sig in TERMINATING:
                 self.stop_requested = True
-            elif sig == signal.SIGHUP:
-                _reopen_log_files()
+            elif sig == signal.SIGHUP and self.on_hup is not None:
+                self.on_hup()
             log.debug("Supervisor: forwarding %s to tincd (process %d)", sig.name, self.pid)
             try:
                 os.kill(self.pid, sig)

@@ -214,6 +214,22 @@ class _TincFormatter(logging.Formatter):
         return text
 
 
+def reopen_log_files():
+    """COMPAT: tinc's HUP handler reopens its log file (reopenlogger), so that logrotate can
+    move it away; the daemon and the supervisor both call this on HUP."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and handler.stream is not None:
+            handler.acquire()
+            try:
+                old, handler.stream = handler.stream, handler._open()
+                old.close()
+            except OSError as e:
+                logging.getLogger("tincd").error("Could not reopen log file %s: %s",
+                                                 handler.baseFilename, e)
+            finally:
+                handler.release()
+
+
 def setup_logging(opts, paths, level):
     root = logging.getLogger()
     root.handlers.clear()
@@ -273,7 +289,8 @@ def supervise(opts):
     logging.getLogger("tincd").info(
         "Supervising tincd (respawn threshold %g s, timeout %g s, retry %d)",
         policy.threshold_s, policy.timeout_s, policy.retry)
-    return supervisor.Supervisor(supervisor.daemon_command(args), policy).run()
+    return supervisor.Supervisor(supervisor.daemon_command(args), policy,
+                                 on_hup=reopen_log_files).run()
 
 
 async def _run(daemon, user):
