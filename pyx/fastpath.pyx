@@ -51,11 +51,13 @@ cdef inline bint _needs_clamping(const uint8_t* p, size_t n) noexcept:
     return n < 54 or (p[53] & _TCP_SYN) != 0
 
 
-def classify_tx(batch, size_t offset, dict cache not None, int32_t[::1] targets):
+def classify_tx(batch, size_t offset, dict cache not None, int32_t[::1] targets,
+                list hits=None):
     """For each OK slot, the value `cache` holds for its destination address, or -1 (slow path:
     no entry, not IPv4/IPv6, or a TCP SYN / IP-in-IP packet, which the router's MSS clamping
     may change: whether it does depends on the node it goes through). Sets the record type of
-    every slot to 0 (a plain router-mode packet). Returns the number of -1 slots."""
+    every slot to 0 (a plain router-mode packet). Returns the number of -1 slots; `hits`, if
+    given, is cleared and gets each value found, once, in order of first appearance."""
     cdef uint8_t[::1] buf = batch.buf
     cdef uint32_t[::1] lens = batch.lengths
     cdef uint8_t[::1] types = batch.types
@@ -65,8 +67,11 @@ def classify_tx(batch, size_t offset, dict cache not None, int32_t[::1] targets)
     cdef const uint8_t* p
     cdef size_t n
     cdef PyObject* hit
+    cdef int32_t value, last = -1
     if targets.shape[0] < count:
         raise ValueError("targets is shorter than the batch")
+    if hits is not None:
+        del hits[:]
     for i in range(count):
         targets[i] = -1
         types[i] = 0
@@ -83,7 +88,12 @@ def classify_tx(batch, size_t offset, dict cache not None, int32_t[::1] targets)
         if hit == NULL:
             slow += 1
             continue
-        targets[i] = <int32_t><object>hit
+        value = <int32_t><object>hit
+        targets[i] = value
+        if hits is not None and value != last:
+            last = value                  # runs to one destination are the common case
+            if value not in hits:
+                hits.append(value)
     return slow
 
 

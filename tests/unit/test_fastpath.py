@@ -46,6 +46,16 @@ def test_classify_tx_looks_up_destinations_and_resets_types():
     assert bytes(b.types[:5]) == bytes(5)
 
 
+def test_classify_tx_lists_the_destinations_it_found_once_each():
+    b = device_burst([ipv4(B4), ipv4(B4), ipv4(A4), ipv4(B4), ipv4(bytes(4)), ipv6(A6)])
+    t = targets_for(b)
+    hits = [7]                                       # cleared first
+    assert fastpath.classify_tx(b, ETH, {A4: 0, B4: 1, A6: 2}, t, hits) == 1
+    assert hits == [1, 0, 2]
+    fastpath.classify_tx(b, ETH, {}, t, hits)
+    assert hits == []
+
+
 def test_classify_tx_sends_syn_and_ip_in_ip_to_the_slow_path():
     packets = [ipv4(A4, 6, tcp_flags=0x02), ipv4(A4, 6, tcp_flags=0x10), ipv4(A4, 4),
                ipv6(A6, 6, tcp_flags=0x12), ipv6(A6, 6, tcp_flags=0x18)]

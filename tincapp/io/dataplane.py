@@ -112,6 +112,7 @@ class DataPlaneShell:
         self._cache_epoch = None
         self._tx_cache: dict[bytes, int] = {}       # destination -> index into _tx_names
         self._tx_names: list[str] = []
+        self._tx_hits: list[int] = []               # _tx_names indices a device burst has
         self._rx_local: dict[bytes, bool] = {}      # destinations that are ours
         self._rx_peers: dict[bytes, object] = {}    # UDP address key -> Tunnel
         self._targets = array("i", bytes(4 * BURST))
@@ -393,13 +394,14 @@ class DataPlaneShell:
         targets = self._targets
         if self.fast:
             self._check_epoch()
-            slow = fastpath.classify_tx(batch, ETH_HLEN, self._tx_cache, targets)
-            if slow < n:
-                for index, name in enumerate(self._tx_names):
-                    try:
-                        self._send_fast(index, name, now)
-                    except Exception:
-                        self._failed(f"a burst to {name}")
+            hits = self._tx_hits
+            fastpath.classify_tx(batch, ETH_HLEN, self._tx_cache, targets, hits)
+            for index in hits:              # only the destinations this burst has
+                name = self._tx_names[index]
+                try:
+                    self._send_fast(index, name, now)
+                except Exception:
+                    self._failed(f"a burst to {name}")
         if self.fast and targets[:n].count(-2) == n:
             self.flush()                    # the fast path sent the whole burst
             return
@@ -427,11 +429,11 @@ class DataPlaneShell:
     def _learn_tx(self, frame):
         """After the slow path routed a frame from our device: cache the decision if it was a
         plain unicast that the fast path may repeat (Router.fast_route says which)."""
-        decision = self.router.fast_route(self.core.myself, frame)
-        if decision is None:
-            return
         key = bytes(frame[30:34]) if frame[12] == 8 else bytes(frame[38:54])
         if key in self._tx_cache:
+            return          # cached, but this frame needed the router (a SYN, too long...)
+        decision = self.router.fast_route(self.core.myself, frame)
+        if decision is None:
             return
         try:
             index = self._tx_names.index(decision.name)
