@@ -21,6 +21,7 @@ CompressionError, which the caller turns into a receive failure (data-path.md §
 """
 import zlib
 
+from tincapp.datapath.packets import MAXSIZE   # COMPAT: every decompressor's output buffer
 from tincapp.errors import TincappError
 
 try:
@@ -38,9 +39,6 @@ ZLIB_LEVELS = range(1, 10)
 LZO_LO = 10      # LZO1X-1
 LZO_HI = 11      # LZO1X-999
 LZ4 = 12
-
-# COMPAT: tinc's MAXSIZE, the output buffer every decompressor writes into.
-MAXSIZE = 1673
 
 SUPPORTED_LEVELS = frozenset(
     [NONE, *ZLIB_LEVELS]

@@ -19,6 +19,11 @@ from typing import Optional
 #
 #   0      6      12   14 (18 with a VLAN tag: 12 = 0x8100, 14 = TCI, 16 = inner type)
 #   | dst  | src  |type| payload
+# tinc's frame and buffer sizes (net.h): the largest frame, and the packet buffer every
+# datagram, probe and decompressed record must fit
+MTU = 1518
+MAXSIZE = 1673
+
 ETH_ALEN = 6
 ETH_HLEN = 14
 VLAN_HLEN = 18

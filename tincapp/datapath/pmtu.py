@@ -33,9 +33,11 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-MTU = 1518              # largest frame; maxmtu's reset value
+from tincapp.datapath.packets import MAXSIZE, MTU     # COMPAT: probes are cut to MAXSIZE
+from tincapp.meta.events import NODE_ID_LEN
+from tincapp.sptps.wire import DATAGRAM_OVERHEAD
+
 MINMTU = 512            # below this UDP is considered unusable
-MAXSIZE = 1673          # COMPAT: tinc truncates probes to its packet buffer
 MIN_PROBE_SIZE = 18
 PROBE_HEADER_LEN = 14   # the zeroed "Ethernet header" of a probe frame
 
@@ -49,8 +51,6 @@ FIX_AFTER_PROBES = 20
 DISCOVERY_PACING_S = 0.333333   # COMPAT: tv_sec == 0 && tv_usec < 333333
 FIXED_RECHECK_S = 1             # pacing while maxmtu probes go unanswered (mtuprobes < -1)
 
-SPTPS_DATAGRAM_OVERHEAD = 21
-NODE_ID_PREFIX_LEN = 12
 IPV4_HEADER_LEN = 20
 IPV6_HEADER_LEN = 40
 UDP_HEADER_LEN = 8
@@ -161,9 +161,9 @@ def estimate_initial_maxmtu(ip_mtu, ipv6, peer_minor):
     if ip_mtu is None or ip_mtu < MINMTU:
         return MTU
     mtu = ip_mtu - (IPV6_HEADER_LEN if ipv6 else IPV4_HEADER_LEN) - UDP_HEADER_LEN
-    mtu -= SPTPS_DATAGRAM_OVERHEAD
+    mtu -= DATAGRAM_OVERHEAD
     if peer_minor >= 4:
-        mtu -= NODE_ID_PREFIX_LEN
+        mtu -= 2 * NODE_ID_LEN
     return min(mtu, MTU)
 
 

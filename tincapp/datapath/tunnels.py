@@ -15,7 +15,6 @@ No I/O, no clock (`now` is an argument), no global randomness (`rng(n)`). Not th
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -25,12 +24,15 @@ from tincapp.datapath import restart
 from tincapp.datapath.pmtu import MIN_PROBE_SIZE, PathMtu, PmtuConfig, build_probe_request
 from tincapp.datapath.restart import RestartConfig, RestartPolicy
 from tincapp.errors import Base64Error, SptpsError, TincappError, WireError
-from tincapp.mesh.graph import SockAddr, option_version
-from tincapp.meta.messages import (OPTION_PMTU_DISCOVERY, OPTION_TCPONLY, AnsKey, AnsPubkey, MtuInfo, ReqKeySptpsPacket,
-                                   ReqPubkey, ReqSptpsStart, UdpInfo)
+from tincapp.datapath.packets import ETH_HLEN, MAXSIZE, MTU
+from tincapp.mesh.graph import SockAddr, node_id, option_version
+from tincapp.meta.events import NODE_ID_LEN
+from tincapp.meta.messages import (OPTION_PMTU_DISCOVERY, OPTION_TCPONLY, AnsKey, AnsPubkey,
+                                   MtuInfo, ReqKeySptpsPacket, ReqPubkey, ReqSptpsStart, UdpInfo)
 from tincapp.sptps.session import (DEFAULT_REPLAY_WINDOW, HandshakeCompleted, RecordReceived,
                                    SptpsSession)
 from tincapp.sptps import wire
+from tincapp.sptps.wire import DATAGRAM_OVERHEAD
 
 # SPTPS record types of the UDP tunnel (data-path.md 2).
 PKT_NORMAL = 0
@@ -39,12 +41,7 @@ PKT_MAC = 2
 PKT_PROBE = 4
 HANDSHAKE = wire.HANDSHAKE           # 128: handshake records travel as ANS_KEY
 
-ETH_HLEN = 14
-MTU = 1518                           # largest frame (data-path.md 1)
-MAXSIZE = 1673                       # largest datagram or decompressed record tinc accepts
-NODE_ID_LEN = 6
 ID_PREFIX_LEN = 2 * NODE_ID_LEN
-DATAGRAM_OVERHEAD = 21               # seqno 4 + type 1 + tag 16
 ZERO_ID = bytes(NODE_ID_LEN)
 
 IP_MIN_MTU = 590                     # route.c never refuses or fragments below this
@@ -58,11 +55,6 @@ MINOR_RELAY_IDS = 4
 MINOR_UDP_INFO = 5
 MINOR_MTU_INFO = 6
 MINOR_SPTPS_PACKET = 7
-
-
-def node_id(name: str) -> bytes:
-    """The 6-byte node ID: the first bytes of SHA-512 of the name (data-path.md 3)."""
-    return hashlib.sha512(name.encode()).digest()[:NODE_ID_LEN]
 
 
 def _sptps_data(text: str) -> bytes:

@@ -18,6 +18,7 @@ by the `to` name, the spanning-tree edge list by (weight, from name, to name).
 from __future__ import annotations
 
 import collections
+import hashlib
 from dataclasses import dataclass
 from typing import Hashable, Optional
 
@@ -27,6 +28,11 @@ OPTION_INDIRECT = 0x0001
 OPTION_TCPONLY = 0x0002
 OPTION_PMTU_DISCOVERY = 0x0004
 OPTION_CLAMP_MSS = 0x0008
+
+
+def node_id(name: str) -> bytes:
+    """The 6-byte node ID: the first bytes of SHA-512 of the name (data-path.md 3)."""
+    return hashlib.sha512(name.encode()).digest()[:6]
 
 
 def option_version(options: int) -> int:

@@ -11,12 +11,12 @@ counters, compression) come in as NodeRuntime values with tinc's defaults.
 """
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional
 
-from tincapp.mesh.graph import STATUS_REACHABLE, STATUS_VALIDKEY, Graph, sockaddr_hostname
+from tincapp.mesh.graph import (STATUS_REACHABLE, STATUS_VALIDKEY, Graph, node_id,
+                                sockaddr_hostname)
 from tincapp.mesh.subnets import SubnetTable
 
 CONTROL = 18
@@ -44,11 +44,6 @@ class NodeRuntime:
 
 
 _FRESH = NodeRuntime()
-
-
-def node_id(name: str) -> bytes:
-    """The 6-byte node ID: the first bytes of SHA-512 of the name (data-path.md 3)."""
-    return hashlib.sha512(name.encode()).digest()[:6]
 
 
 # --- daemon side ----------------------------------------------------------------------------
