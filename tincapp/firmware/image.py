@@ -393,7 +393,8 @@ class Source:
     mode: int = 0o644
 
 
-def _hash_file(path):
+def hash_file(path):
+    """(size, SHA-256 hex) of a file, read in chunks."""
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
@@ -406,7 +407,7 @@ def _hash_file(path):
 def make_manifest(sources, version, arch, build_time) -> Manifest:
     members = []
     for s in sources:
-        size, digest = _hash_file(s.path)
+        size, digest = hash_file(s.path)
         members.append(Member(s.name, s.role, s.mode, size, digest))
     manifest = Manifest(PRODUCT, check_version(version), arch, int(build_time), tuple(members))
     parse_manifest(manifest.encode())            # the same checks a reader applies

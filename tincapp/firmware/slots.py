@@ -14,7 +14,6 @@ Not thread-safe; the lock keeps two processes apart.
 """
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -153,15 +152,11 @@ class Slots:
             except img.ImageError as e:
                 return str(e)
         for member in head.manifest.members:
-            path = os.path.join(directory, member.name)
-            digest = hashlib.sha256()
             try:
-                with open(path, "rb") as f:
-                    while chunk := f.read(img.CHUNK_LEN):
-                        digest.update(chunk)
+                size, digest = img.hash_file(os.path.join(directory, member.name))
             except OSError as e:
                 return f"{member.name}: {e.strerror or e}"
-            if digest.hexdigest() != member.sha256:
+            if (size, digest) != (member.size, member.sha256):
                 return f"{member.name}: content does not match the manifest"
         return None
 
@@ -245,6 +240,13 @@ class Slots:
         actions = []
         state = self.read_state()
         before = self.current()
+        problems = {}           # slot -> check_slot's answer: each slot is hashed once
+
+        def complete(slot):
+            if slot not in problems:
+                problems[slot] = self.check_slot(slot, trusted)
+            return problems[slot] is None
+
         for slot in SLOTS:
             if os.path.isdir(self.staging_dir(slot)):
                 actions.append(f"discarded half-written slot {slot}")
@@ -253,9 +255,9 @@ class Slots:
         want = state.get("last_good")
         if pending:
             frm = pending.get("from")
-            if frm and self.check_slot(frm, trusted) is None:
+            if frm and complete(frm):
                 want = frm
-            elif not frm and self.check_slot(pending["slot"], trusted) is None:
+            elif not frm and complete(pending["slot"]):
                 # An interrupted first installation whose slot is complete: keep it.
                 want = pending["slot"]
             actions.append(f"undid the upgrade to {pending.get('version')} interrupted at "
@@ -263,7 +265,7 @@ class Slots:
         candidates = [s for s in (want, before, *SLOTS) if s]
         target = None
         for slot in candidates:
-            if self.check_slot(slot, trusted) is None:
+            if complete(slot):
                 target = slot
                 break
         if target is None:
