@@ -78,10 +78,7 @@ def _binary_version(path):
 
 def _trusted(args):
     if getattr(args, "key", None):
-        try:
-            return {keys.read_public_key(path): os.path.basename(path) for path in args.key}
-        except KeyFileError as e:
-            raise img.ImageError(f"bad trusted key file: {e}") from e
+        return {img.read_trusted_key(path): os.path.basename(path) for path in args.key}
     return img.load_trusted_keys(img.trusted_keys_dir(args.keys))
 
 

@@ -180,6 +180,14 @@ def trusted_keys_dir(explicit=None, env=None) -> str:
     return explicit or env.get(TRUSTED_KEYS_ENV) or DEFAULT_TRUSTED_KEYS_DIR
 
 
+def read_trusted_key(path) -> bytes:
+    """The public key in a trusted key file (tinc's formats), or ImageError."""
+    try:
+        return keys.read_public_key(path)
+    except KeyFileError as e:
+        raise ImageError(f"bad trusted key file: {e}") from e
+
+
 def load_trusted_keys(directory) -> dict:
     """{public key bytes: file name} of every key file in directory (tinc's formats: a PEM
     ED25519 PUBLIC KEY block or an `Ed25519PublicKey = ...` line). Hidden files and editor
@@ -197,10 +205,7 @@ def load_trusted_keys(directory) -> dict:
         path = os.path.join(directory, name)
         if not os.path.isfile(path):
             continue
-        try:
-            found[keys.read_public_key(path)] = name
-        except KeyFileError as e:
-            raise ImageError(f"bad trusted key file: {e}") from e
+        found[read_trusted_key(path)] = name
     if not found:
         raise ImageError(f"no trusted keys in {directory}: cannot check any image")
     return found
