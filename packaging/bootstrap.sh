@@ -52,15 +52,27 @@ if [ "${TINCAPP_SKIP_FREEZE:-0}" != 1 ]; then
         done
     fi
 fi
-if [ "${TINCAPP_SKIP_FREEZE:-0}" != 1 ]; then bash packaging/build-image.sh; fi
+image_binary=dist/tincapp
 if [ "${TINCAPP_SKIP_FREEZE:-0}" != 1 ] && [ "${TINCAPP_SKIP_STATIC:-0}" != 1 ]; then
     # busybox: the package tests syntax-check the OpenWrt init script with its ash
     apt_install busybox
     bash packaging/static/build.sh                   # dist/tincapp-static (skips if current)
+    image_binary=dist/tincapp-static                 # what a router (musl) can run
     ipk=$("$VENV/bin/python" -c 'import platform; from tincapp.version import __version__ as v; print(f"dist/tincapp_{v}_{platform.machine()}.ipk")')
     if [ ! -f "$ipk" ] || [ -n "$(find dist/tincapp-static packaging/openwrt -newer "$ipk" -type f | head -n1)" ]; then
         log "building $ipk"
         "$VENV/bin/python" packaging/openwrt/build-ipk.py >/dev/null
+    fi
+fi
+if [ "${TINCAPP_SKIP_FREEZE:-0}" != 1 ]; then
+    # The signed image, again only when its binary, payload, script or key changed.
+    stamp=build/image-$(basename "$image_binary").stamp
+    arch=$("$VENV/bin/python" -c 'from tincapp.firmware.image import host_arch; print(host_arch())')
+    if [ ! -f "$stamp" ] || [ -z "$(ls dist/tincapp-*-"$arch".img 2>/dev/null)" ] || [ -n "$(find \
+            "$image_binary" packaging/openwrt packaging/build-image.sh build/firmware-key \
+            -newer "$stamp" -type f 2>/dev/null | head -n1)" ]; then
+        BINARY=$image_binary TOOL=dist/tincapp bash packaging/build-image.sh
+        mkdir -p build && touch "$stamp"
     fi
 fi
 if [ "${TINCAPP_SKIP_FREEZE:-0}" != 1 ] && [ "${TINCAPP_SKIP_AARCH64:-0}" != 1 ] \

@@ -320,3 +320,41 @@ def test_init_script_runs_the_upgraded_slot_after_recovering(tmp_path):
         f"{tmp_path}/opt/current/tincapp upgrade --root {tmp_path}/opt --recover --no-restart",
         f"{binary} openwrt --config {tmp_path}/tincapp --etc {tmp_path}/etc "
         f"--run {tmp_path}/run"]
+
+
+def test_dist_image_carries_the_static_binary_and_the_package_scripts(tmp_path):
+    """dist/tincapp-VERSION-ARCH.img (the README's build command makes it): signed by the key
+    in dist/trusted-keys, it holds what an OpenWrt router runs, and any altered copy fails
+    `tincapp image verify`."""
+    from tincapp.firmware import image as img
+    path = os.path.join(REPO, "dist", f"tincapp-{__version__}-{img.host_arch()}.img")
+    static = os.path.join(REPO, "dist", "tincapp-static")
+    if not os.path.exists(path) or not os.path.exists(static):
+        pytest.skip("dist/tincapp-static or its image not built (the README's build command "
+                    "makes them)")
+    keys_dir = os.path.join(REPO, "dist", "trusted-keys")
+    members = {}
+
+    def sink(member):
+        members[member.name] = io.BytesIO()
+        return members[member.name]
+    with open(path, "rb") as f:
+        head = img.read_head(f, path)
+        img.check_signature(head, img.load_trusted_keys(keys_dir), path)
+        img.stream_members(f, head, sink, source=path)
+    with open(static, "rb") as f:
+        assert members["tincapp"].getvalue() == f.read()
+    with open(INIT, "rb") as f:
+        assert members["etc/init.d/tincapp"].getvalue() == f.read()
+
+    def verify(image):
+        return subprocess.run([sys.executable, "-m", "tincapp", "image", "verify", "--keys",
+                               keys_dir, str(image)], capture_output=True, text=True,
+                              timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert verify(path).returncode == 0
+    data = bytearray(open(path, "rb").read())
+    data[len(head.raw) + 1000] ^= 1                  # one bit inside the binary
+    altered = tmp_path / "altered.img"
+    altered.write_bytes(bytes(data))
+    r = verify(altered)
+    assert r.returncode != 0 and "does not match its SHA-256" in r.stderr, r.stderr
