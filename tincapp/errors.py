@@ -22,7 +22,15 @@ class DecryptError(SptpsError):
 
 
 class ReplayError(SptpsError):
-    """A datagram was authentic but late, replayed or too far in the future."""
+    """A datagram was authentic but late, replayed, or (future) too far ahead of the window."""
+
+    def __init__(self, message, future=False):
+        super().__init__(message)
+        self.future = future
+
+
+class HandshakeOrderError(ReplayError):
+    """A plaintext handshake datagram arrived out of order (tinc: "Invalid packet seqno")."""
 
 
 class HandshakeError(SptpsError):

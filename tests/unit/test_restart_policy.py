@@ -11,7 +11,8 @@ from tincapp.datapath.restart import (KIND_BAD_TAG, KIND_FUTURE, KIND_HANDSHAKE,
                                       KIND_SHORT, PATH_ANS_KEY, PATH_REQ_KEY_21, PATH_TCP_RAW,
                                       PATH_UDP, RestartConfig, RestartPolicy, classify,
                                       kind_of_slot)
-from tincapp.errors import DecryptError, HandshakeError, ReplayError, WireError
+from tincapp.errors import (DecryptError, HandshakeError, HandshakeOrderError, ReplayError,
+                            WireError)
 from tincapp.sptps import crypto
 from tincapp.sptps.session import SptpsSession
 
@@ -83,8 +84,9 @@ def test_classify_maps_session_errors_and_slot_statuses():
     from tincapp.datapath import batch
     assert classify(DecryptError("x")) == KIND_BAD_TAG
     assert classify(ReplayError("Received late or replayed packet, seqno 1")) == KIND_REPLAYED
-    assert classify(ReplayError("Packet is 900 seqs in the future, dropped")) == KIND_FUTURE
-    assert classify(ReplayError("Invalid packet seqno: 0 != 1")) == KIND_HANDSHAKE
+    assert classify(ReplayError("Packet is 900 seqs in the future, dropped",
+                                future=True)) == KIND_FUTURE
+    assert classify(HandshakeOrderError("Invalid packet seqno: 0 != 1")) == KIND_HANDSHAKE
     assert classify(HandshakeError("Failed to verify SIG record")) == KIND_HANDSHAKE
     assert classify(WireError("short")) == KIND_SHORT
     assert kind_of_slot(batch.SLOT_BAD_TAG) == KIND_BAD_TAG

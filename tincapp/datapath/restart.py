@@ -87,7 +87,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tincapp.datapath import batch
-from tincapp.errors import DecryptError, HandshakeError, ReplayError, WireError
+from tincapp.errors import (DecryptError, HandshakeError, HandshakeOrderError, ReplayError,
+                            WireError)
 
 # Receive paths (meta-protocol.md 7): what the caller passes as `path`.
 PATH_UDP = "udp"                  # a UDP datagram (direct or relayed)
@@ -125,13 +126,10 @@ def classify(error) -> str:
     """The kind of an exception raised by SptpsSession.receive_datagram."""
     if isinstance(error, DecryptError):
         return KIND_BAD_TAG
+    if isinstance(error, HandshakeOrderError):  # the plaintext first handshake, out of order
+        return KIND_HANDSHAKE
     if isinstance(error, ReplayError):
-        text = str(error)
-        if "future" in text:
-            return KIND_FUTURE
-        if "Invalid packet seqno" in text:      # the plaintext first handshake is out of order
-            return KIND_HANDSHAKE
-        return KIND_REPLAYED
+        return KIND_FUTURE if error.future else KIND_REPLAYED
     if isinstance(error, HandshakeError):
         return KIND_HANDSHAKE
     if isinstance(error, WireError):

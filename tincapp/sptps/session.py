@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from tincapp.accel import record as _record
 from tincapp.accel import replay as _replay
 from tincapp.datapath.batch import SLOT_EMPTY, SLOT_OK
-from tincapp.errors import (DecryptError, HandshakeError, ReplayError, SequenceExhaustedError,
-                            SptpsError, WireError)
+from tincapp.errors import (DecryptError, HandshakeError, HandshakeOrderError, ReplayError,
+                            SequenceExhaustedError, SptpsError, WireError)
 from tincapp.sptps import crypto, wire
 
 # DEVIATION: tinc's default SPTPS replay window is 16 bytes (128 packets). Batched, multi-queue
@@ -432,7 +432,7 @@ class SptpsSession:
             if is_new:
                 verdict = self.replay.check(seqno, False)
                 if verdict != SLOT_OK:
-                    raise ReplayError(self._replay_message(seqno, verdict))
+                    raise self._replay_error(seqno, verdict)
                 events = [self._switch_early(seqno)]
                 self.replay.check(seqno, True)
                 self._rx_seqno = seqno
@@ -446,7 +446,7 @@ class SptpsSession:
                 return []
             verdict = self.replay.check(seqno, True)
             if verdict != SLOT_OK:
-                raise ReplayError(self._replay_message(seqno, verdict))
+                raise self._replay_error(seqno, verdict)
             if type > wire.APPLICATION_TYPE_MAX:
                 raise SptpsError(f"Stale record of type {type} under the previous key")
             self.previous_key_records += 1
@@ -554,7 +554,8 @@ class SptpsSession:
             # COMPAT: the plaintext first handshake must arrive exactly in order, and tinc
             # advances the counter before it looks at the type.
             if seqno != self.replay.inseqno:
-                raise ReplayError(f"Invalid packet seqno: {seqno} != {self.replay.inseqno}")
+                raise HandshakeOrderError(
+                    f"Invalid packet seqno: {seqno} != {self.replay.inseqno}")
             self.replay.inseqno = (seqno + 1) & 0xFFFFFFFF
             if datagram[4] != wire.HANDSHAKE:
                 raise SptpsError("Application record received before handshake finished")
@@ -572,7 +573,7 @@ class SptpsSession:
             raise
         verdict = self.replay.check(seqno, True)
         if verdict != SLOT_OK:
-            raise ReplayError(self._replay_message(seqno, verdict))
+            raise self._replay_error(seqno, verdict)
         if self._prev_in_key is not None:
             self._maybe_forget_previous_key()
         if type > wire.APPLICATION_TYPE_MAX:
@@ -641,9 +642,11 @@ class SptpsSession:
             return self._receive_handshake(body)
         raise SptpsError(f"Invalid record type {type}")
 
-    def _replay_message(self, seqno, verdict):
+    def _replay_error(self, seqno, verdict):
         from tincapp.datapath.batch import SLOT_FUTURE
         inseqno = self.replay.inseqno
         if verdict == SLOT_FUTURE:
-            return f"Packet is {(seqno - inseqno) & 0xFFFFFFFF} seqs in the future, dropped"
-        return f"Received late or replayed packet, seqno {seqno}, last received {inseqno}"
+            return ReplayError(f"Packet is {(seqno - inseqno) & 0xFFFFFFFF} seqs in the "
+                               f"future, dropped", future=True)
+        return ReplayError(f"Received late or replayed packet, seqno {seqno}, last received "
+                           f"{inseqno}")
