@@ -26,6 +26,7 @@ from tincapp.datapath.restart import RestartConfig, RestartPolicy
 from tincapp.errors import Base64Error, SptpsError, TincappError, WireError
 from tincapp.datapath.packets import ETH_HLEN, MAXSIZE, MTU
 from tincapp.mesh.graph import SockAddr, node_id, option_version
+from tincapp.mesh.node import address_from_text
 from tincapp.meta.events import NODE_ID_LEN
 from tincapp.meta.messages import (OPTION_PMTU_DISCOVERY, OPTION_TCPONLY, AnsKey, AnsPubkey,
                                    MtuInfo, ReqKeySptpsPacket, ReqPubkey, ReqSptpsStart, UdpInfo)
@@ -274,6 +275,17 @@ class DataPlane:
             if limit is not None:
                 t.pmtu.limit_mtu(limit)        # COMPAT: ack_h applies PMTU from both files
 
+    def _learn_udp_address(self, t: Tunnel, address: Optional[SockAddr], log_text) -> None:
+        """A new UDP address for t's node (tinc update_node_udp): set in the graph, and the
+        tunnel's UDP state starts over. Nothing if it is unknown or what the graph has."""
+        n = self.graph.node(t.name)
+        if n is None or address is None or address.unknown or n.address == address:
+            return
+        if log_text is not None:
+            self._log(3, log_text.format(name=t.name, address=address.hostname()))
+        self.graph.set_udp_address(t.name, address)
+        t.pmtu.reset()
+
     def udp_address_changed(self, name: str, now: float) -> None:
         """Called when the graph reset a node's UDP address (tinc update_node_udp): the
         address is unconfirmed and the MTU unknown again."""
@@ -453,14 +465,8 @@ class DataPlane:
         if not self._receive_datagram(t, datagram, restart.PATH_ANS_KEY, now, via_tcp=True):
             return
         if t.validkey and msg.address is not None and msg.port is not None:
-            from tincapp.mesh.node import address_from_text
-            address = address_from_text(msg.address, msg.port)
-            n = self.graph.node(frm)
-            if address is not None and not address.unknown and n is not None \
-                    and n.address != address:
-                self._log(3, f"Using reflexive UDP address from {frm}: {address.hostname()}")
-                self.graph.set_udp_address(frm, address)
-                t.pmtu.reset()
+            self._learn_udp_address(t, address_from_text(msg.address, msg.port),
+                                    "Using reflexive UDP address from {name}: {address}")
         self.send_mtu_info(self.myself, frm, MTU, now)
 
     def _relay_ans_key(self, msg: AnsKey, line: bytes):
@@ -981,12 +987,10 @@ class DataPlane:
             return
         if not self._receive_datagram(ft, datagram, restart.PATH_UDP, now, via_tcp=False):
             return
-        if direct and n.address != address:
-            self._log(3, f"Received UDP packet from {n.name} on a new address "
-                      f"{address.hostname()}")
-            g.set_udp_address(n.name, address)
-            t.pmtu.reset()
-        if not direct:
+        if direct:
+            self._learn_udp_address(t, address,
+                                    "Received UDP packet from {name} on a new address {address}")
+        else:
             self.send_mtu_info(self.myself, n.name, MTU, now)
 
     def _identify(self, data: bytes):
@@ -1092,11 +1096,7 @@ class DataPlane:
             return
         t = self.tunnel(frm.name)
         if not self._has_connection(frm.name) and not t.pmtu.udp_confirmed:
-            from tincapp.mesh.node import address_from_text
-            address = address_from_text(msg.address, msg.port)
-            if address is not None and not address.unknown and address != frm.address:
-                g.set_udp_address(frm.name, address)
-                t.pmtu.reset()
+            self._learn_udp_address(t, address_from_text(msg.address, msg.port), None)
         if g.node(msg.to_name) is None:
             return
         self.send_udp_info(msg.from_name, msg.to_name, now)
