@@ -9,9 +9,10 @@ import os
 
 
 @contextlib.contextmanager
-def atomic_output(path, mode=None, default_mode=0o644):
+def atomic_output(path, mode=None, default_mode=0o644, exclusive=False):
     """A binary file for path's new content. When the with block ends cleanly it is fsynced,
-    renamed over path, and the directory is fsynced.
+    renamed over path, and the directory is fsynced. exclusive: never replace an existing
+    path (FileExistsError then; the file appears by a hard link, complete or not at all).
 
     mode: the final mode, exactly (a private key's 0600 whatever the umask); None keeps the
     old file's mode, else default_mode minus the umask. The temporary file is created 0600 in
@@ -31,7 +32,11 @@ def atomic_output(path, mode=None, default_mode=0o644):
             yield out
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -45,9 +50,9 @@ def atomic_output(path, mode=None, default_mode=0o644):
                       directory) from e
 
 
-def atomic_write(path, data, mode=None, default_mode=0o644):
+def atomic_write(path, data, mode=None, default_mode=0o644, exclusive=False):
     """Replace path by data atomically (atomic_output says how)."""
-    with atomic_output(path, mode, default_mode) as out:
+    with atomic_output(path, mode, default_mode, exclusive) as out:
         out.write(data)
 
 

@@ -64,3 +64,13 @@ def test_missing_directory_is_an_oserror_and_writes_nothing(tmp_path):
     with pytest.raises(OSError):
         fileio.atomic_write(tmp_path / "no" / "such" / "file", b"x")
     assert os.listdir(tmp_path) == []
+
+
+def test_exclusive_never_replaces_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "net.key"
+    fileio.atomic_write(path, b"first", mode=0o600, exclusive=True)
+    assert path.read_bytes() == b"first" and mode_of(path) == 0o600
+    with pytest.raises(FileExistsError):
+        fileio.atomic_write(path, b"second", mode=0o600, exclusive=True)
+    assert path.read_bytes() == b"first"
+    assert os.listdir(tmp_path) == ["net.key"]

@@ -278,10 +278,8 @@ def cmd_invite(ctx, args, client, now=None, rng=os.urandom, config_key=None):
     body.append(f"Name = {myname}\n".encode())
     body.append(_host_config_replacing_port(ctx.host_file(myname), port, config_key))
     filename = f"{invdir}/{cookie_hash}"
-    if os.path.lexists(filename):
-        raise CliError(f"Could not create invitation file {filename}: File exists")
     try:
-        atomic_write(filename, b"".join(body), mode=0o600)
+        atomic_write(filename, b"".join(body), mode=0o600, exclusive=True)
     except OSError as e:
         raise CliError(f"Could not create invitation file {filename}: {strerror(e)}") from e
     script = script_path(ctx.confbase, "invitation-created")

@@ -935,21 +935,11 @@ def cmd_generate_config_key(ctx, args):
         return 0
     path = args[0]
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        atomic_write(path, text, mode=0o600, exclusive=True)     # 0600 whatever the umask
     except FileExistsError:
         raise CliError(f"{path} already exists; not overwriting a configuration key") from None
     except OSError as e:
         raise CliError(f"Could not create {path}: {strerror(e)}") from e
-    try:
-        try:
-            os.fchmod(fd, 0o600)            # whatever the umask says
-            os.write(fd, text)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        os.unlink(path)
-        raise CliError(f"Could not write {path}: {strerror(e)}") from e
     err(f"Wrote a new configuration key to {path}. Keep a copy outside {ctx.confbase}: "
         f"without it, encrypted files cannot be read.")
     return 0
