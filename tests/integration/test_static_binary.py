@@ -252,5 +252,9 @@ def test_upgrade_health_check_sees_the_static_binary_behind_its_unpacked_copy(st
             pid = control.parse_pidfile(f.read()).pid
         assert "/staticx-" in os.readlink(f"/proc/{pid}/exe")
         assert health._process_exe(pid) == os.path.realpath(STATIC)
+        # TERM reaches the daemon through both bootloaders (a SIGKILL would orphan it).
+        node.proc.send_signal(signal.SIGTERM)
+        assert node.proc.wait(15) == 0, node.read_log(2000)
+        assert not os.path.exists(f"/proc/{pid}")
     finally:
         node.kill()
